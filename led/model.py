@@ -1,0 +1,382 @@
+"""LED (Longformer-Encoder-Decoder) in plain PyTorch, numerically equal to `transformers`' LED.
+
+Encoder: token + learned position embeddings -> LayerNorm -> post-LN layers with windowed+global
+self-attention (led/attention.py). Decoder: the BART decoder (causal self-attention, cross-attention).
+Head: `lm_head` tied to the shared embedding, plus `final_logits_bias`. Parameter names are the
+Hugging Face state-dict names, so checkpoints load as they are (led/checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from led.attention import EncoderMasks, LEDEncoderAttention
+from led.config import LEDConfig
+
+_ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_fast": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) -> Tensor:
+    """Teacher-forcing decoder inputs: labels shifted one step right, start token first, -100 -> pad."""
+    shifted = labels.new_full(labels.shape, decoder_start_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+@dataclass
+class LEDOutput:
+    logits: Tensor  # (B, T, V)
+    encoder_last_hidden_state: Tensor  # (B, S, d_model)
+    loss: Tensor | None = None  # mean cross-entropy over labels != -100
+
+
+def _feed_forward(layer: nn.Module, x: Tensor) -> Tensor:
+    """fc1 -> activation -> dropout -> fc2 of an encoder or decoder layer."""
+    x = F.dropout(_ACTIVATIONS[layer.activation](layer.fc1(x)), layer.activation_dropout, layer.training)
+    return layer.fc2(x)
+
+
+class LEDEncoderLayer(nn.Module):
+    def __init__(self, config: LEDConfig, window: int):
+        super().__init__()
+        d = config.d_model
+        self.self_attn = LEDEncoderAttention(d, config.encoder_attention_heads, window, config.attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, config.encoder_ffn_dim)
+        self.fc2 = nn.Linear(config.encoder_ffn_dim, d)
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.activation, self.activation_dropout = config.activation_function, config.activation_dropout
+        self.dropout = config.dropout
+
+    def forward(self, x: Tensor, masks: EncoderMasks) -> Tensor:
+        x = self.self_attn_layer_norm(x + F.dropout(self.self_attn(x, masks), self.dropout, self.training))
+        return self.final_layer_norm(x + F.dropout(_feed_forward(self, x), self.dropout, self.training))
+
+
+class DecoderAttention(nn.Module):
+    """BART multi-head attention, used for decoder self-attention and cross-attention."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, S, d_model) -> keys and values (B, H, S, D)."""
+        batch, length, d_model = x.shape
+        shape = (batch, length, self.heads, d_model // self.heads)
+        return (self.k_proj(x).view(shape).transpose(1, 2), self.v_proj(x).view(shape).transpose(1, 2))
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool = False) -> Tensor:
+        """x: (B, T, d_model) queries; k, v: (B, H, S, D); mask: bool (B, 1, T|1, S), True = attend."""
+        batch, length, d_model = x.shape
+        q = self.q_proj(x).view(batch, length, self.heads, d_model // self.heads).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, d_model))
+
+
+class DecoderCache:
+    """Key/value cache of incremental decoding.
+
+    Self-attention keys/values grow by the new tokens of each step; cross-attention keys/values are
+    computed once from the encoder output. Tensors are (B, H, T, D).
+    """
+
+    def __init__(self, cross: list[tuple[Tensor, Tensor]]):
+        self.cross = cross
+        self.self_kv: list[tuple[Tensor, Tensor] | None] = [None] * len(cross)
+        self.length = 0
+
+    def reorder(self, index: Tensor, cross: bool = False) -> None:
+        """Keep rows `index` (e.g. the parent beam of every new beam). Cross rows only if `cross`:
+        beams of one example share the encoder output, so reordering among them leaves it unchanged."""
+        self.self_kv = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
+                        for kv in self.self_kv]
+        if cross:
+            self.cross = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cross]
+
+    def repeat_interleave(self, n: int) -> None:
+        """Every row n times (B -> B * n), e.g. once to start n beams per example."""
+        rep = lambda kv: (kv[0].repeat_interleave(n, 0), kv[1].repeat_interleave(n, 0))  # noqa: E731
+        self.cross = [rep(kv) for kv in self.cross]
+        self.self_kv = [None if kv is None else rep(kv) for kv in self.self_kv]
+
+
+class LEDDecoderLayer(nn.Module):
+    def __init__(self, config: LEDConfig):
+        super().__init__()
+        d, heads = config.d_model, config.decoder_attention_heads
+        self.self_attn = DecoderAttention(d, heads, config.attention_dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.encoder_attn = DecoderAttention(d, heads, config.attention_dropout)
+        self.encoder_attn_layer_norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, config.decoder_ffn_dim)
+        self.fc2 = nn.Linear(config.decoder_ffn_dim, d)
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.activation, self.activation_dropout = config.activation_function, config.activation_dropout
+        self.dropout = config.dropout
+
+    def forward(self, x: Tensor, self_mask: Tensor | None, cross_kv: tuple[Tensor, Tensor],
+                cross_mask: Tensor | None, past_kv: tuple[Tensor, Tensor] | None = None,
+                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """x: (B, T, d_model). Returns the new hidden states and this layer's self-attention keys/values
+        (past ones included), for the cache."""
+        k, v = self.self_attn.project_kv(x)
+        if past_kv is not None:
+            k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
+        # Without a padding mask and without a past, the causal fast path of SDPA applies.
+        causal = self_mask is None and past_kv is None and x.shape[1] > 1
+        h = self.self_attn(x, k, v, self_mask, is_causal=causal)
+        x = self.self_attn_layer_norm(x + F.dropout(h, self.dropout, self.training))
+        h = self.encoder_attn(x, cross_kv[0], cross_kv[1], cross_mask)
+        x = self.encoder_attn_layer_norm(x + F.dropout(h, self.dropout, self.training))
+        x = self.final_layer_norm(x + F.dropout(_feed_forward(self, x), self.dropout, self.training))
+        return x, (k, v)
+
+
+def _run_layer(layer: nn.Module, checkpointed: bool, *args: Any) -> Any:
+    """Call a layer, recomputing it in the backward pass when gradient checkpointing is on."""
+    if checkpointed and torch.is_grad_enabled():
+        return checkpoint(layer, *args, use_reentrant=False)
+    return layer(*args)
+
+
+def _skip_layer(module: nn.Module, layerdrop: float) -> bool:
+    return module.training and layerdrop > 0 and bool(torch.rand([]) < layerdrop)
+
+
+class LEDEncoder(nn.Module):
+    def __init__(self, config: LEDConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = embed_tokens
+        self.embed_positions = nn.Embedding(config.max_encoder_position_embeddings, config.d_model)
+        self.layers = nn.ModuleList(LEDEncoderLayer(config, w) for w in config.attention_windows)
+        self.layernorm_embedding = nn.LayerNorm(config.d_model)
+        self.gradient_checkpointing = False
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                global_attention_mask: Tensor | None = None) -> Tensor:
+        """input_ids: (B, S) -> hidden states (B, S, d_model)."""
+        batch, length = input_ids.shape
+        limit = self.config.max_encoder_position_embeddings
+        if length > limit:
+            raise ValueError(f"Input of {length} tokens is longer than the encoder's {limit} positions "
+                             f"(max_encoder_position_embeddings): truncate it to at most {limit} tokens")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # Pad to a multiple of the attention blocks (half the largest window) so that no layer pads again;
+        # pad tokens are masked everywhere, so this padding cannot change any real token's output.
+        pad = (-length) % (self.config.max_window // 2)
+        if length + pad > limit:
+            pad = 0  # the layers pad their own blocks; positions must stay inside the table
+        if pad:
+            input_ids = F.pad(input_ids, (0, pad), value=self.config.pad_token_id)
+            attention_mask = F.pad(attention_mask, (0, pad), value=0)
+            if global_attention_mask is not None:
+                global_attention_mask = F.pad(global_attention_mask, (0, pad), value=0)
+        masks = EncoderMasks.build(attention_mask, global_attention_mask)
+        positions = torch.arange(length + pad, device=input_ids.device)
+        x = self.layernorm_embedding(self.embed_tokens(input_ids) + self.embed_positions(positions))
+        x = F.dropout(x, self.config.dropout, self.training)
+        for layer in self.layers:
+            if not _skip_layer(self, self.config.encoder_layerdrop):
+                x = _run_layer(layer, self.gradient_checkpointing, x, masks)
+        return x[:, :length]
+
+
+class LEDDecoder(nn.Module):
+    def __init__(self, config: LEDConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = embed_tokens
+        self.embed_positions = nn.Embedding(config.max_decoder_position_embeddings, config.d_model)
+        self.layers = nn.ModuleList(LEDDecoderLayer(config) for _ in range(config.decoder_layers))
+        self.layernorm_embedding = nn.LayerNorm(config.d_model)
+        self.gradient_checkpointing = False
+
+    def forward(self, input_ids: Tensor, encoder_hidden_states: Tensor | None,
+                encoder_attention_mask: Tensor | None = None, decoder_attention_mask: Tensor | None = None,
+                cache: DecoderCache | None = None) -> Tensor:
+        """input_ids: (B, T) -> hidden states (B, T, d_model). With a cache, positions continue after it
+        and it is extended in place."""
+        batch, length = input_ids.shape
+        past = cache.length if cache is not None else 0
+        limit = self.config.max_decoder_position_embeddings
+        if past + length > limit:
+            raise ValueError(f"Decoder input of {past + length} tokens is longer than the decoder's {limit} "
+                             f"positions (max_decoder_position_embeddings): use at most {limit} target tokens")
+        positions = torch.arange(past, past + length, device=input_ids.device)
+        x = self.layernorm_embedding(self.embed_tokens(input_ids) + self.embed_positions(positions))
+        x = F.dropout(x, self.config.dropout, self.training)
+
+        self_mask = self._self_attention_mask(decoder_attention_mask, batch, length, past, input_ids.device)
+        cross_mask = None if encoder_attention_mask is None else (encoder_attention_mask != 0)[:, None, None, :]
+        if cache is not None:
+            cross = cache.cross
+        else:
+            cross = [layer.encoder_attn.project_kv(encoder_hidden_states) for layer in self.layers]
+        for i, layer in enumerate(self.layers):
+            past_kv = cache.self_kv[i] if cache is not None else None
+            if cache is None and _skip_layer(self, self.config.decoder_layerdrop):
+                continue
+            x, kv = _run_layer(layer, self.gradient_checkpointing and cache is None,
+                               x, self_mask, cross[i], cross_mask, past_kv)
+            if cache is not None:
+                cache.self_kv[i] = kv
+        if cache is not None:
+            cache.length += length
+        return x
+
+    @staticmethod
+    def _self_attention_mask(padding: Tensor | None, batch: int, length: int, past: int,
+                             device: torch.device) -> Tensor | None:
+        """Bool (B, 1, T, past + T) causal mask, or None where SDPA's own causal path (or no mask) suffices."""
+        if padding is None and (past == 0 or length == 1):
+            return None
+        query_pos = torch.arange(past, past + length, device=device)[:, None]
+        key_pos = torch.arange(past + length, device=device)[None, :]
+        mask = (key_pos <= query_pos)[None, None].expand(batch, 1, length, past + length)
+        if padding is not None:
+            # A query never loses itself, so a fully padded row cannot turn into NaN.
+            mask = (mask & (padding[:, None, None, :] != 0)) | (key_pos == query_pos)
+        return mask
+
+
+class LEDModel(nn.Module):
+    def __init__(self, config: LEDConfig):
+        super().__init__()
+        self.shared = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        self.encoder = LEDEncoder(config, self.shared)
+        self.decoder = LEDDecoder(config, self.shared)
+
+
+class LEDForConditionalGeneration(nn.Module):
+    """LED with its language-modelling head; `from_pretrained` loads Hugging Face checkpoints."""
+
+    def __init__(self, config: LEDConfig):
+        super().__init__()
+        self.config = config
+        self.led = LEDModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
+        self.reset_parameters()
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """One embedding matrix serves the encoder, the decoder and the output projection."""
+        self.led.encoder.embed_tokens = self.led.shared
+        self.led.decoder.embed_tokens = self.led.shared
+        self.lm_head.weight = self.led.shared.weight
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The initialisation of `transformers`' LED: N(0, init_std) weights, zero biases, unit LayerNorms."""
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.normal_(0.0, std)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, std)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+        self.final_logits_bias.zero_()
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute every encoder and decoder layer in the backward pass instead of storing activations."""
+        self.led.encoder.gradient_checkpointing = self.led.decoder.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.led.encoder.gradient_checkpointing = self.led.decoder.gradient_checkpointing = False
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+               global_attention_mask: Tensor | None = None) -> Tensor:
+        """(B, S) token ids -> encoder hidden states (B, S, d_model)."""
+        return self.led.encoder(input_ids, attention_mask, global_attention_mask)
+
+    def new_cache(self, encoder_hidden_states: Tensor) -> DecoderCache:
+        """A decoding cache with every layer's cross-attention keys/values computed once."""
+        return DecoderCache([layer.encoder_attn.project_kv(encoder_hidden_states)
+                             for layer in self.led.decoder.layers])
+
+    def decode(self, decoder_input_ids: Tensor, encoder_hidden_states: Tensor | None,
+               encoder_attention_mask: Tensor | None = None, cache: DecoderCache | None = None,
+               decoder_attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T) decoder ids -> logits (B, T, V). With a cache, only the new tokens are given."""
+        hidden = self.led.decoder(decoder_input_ids, encoder_hidden_states, encoder_attention_mask,
+                                  decoder_attention_mask, cache)
+        return self.lm_head(hidden) + self.final_logits_bias.to(hidden.dtype)
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                global_attention_mask: Tensor | None = None, decoder_input_ids: Tensor | None = None,
+                decoder_attention_mask: Tensor | None = None, labels: Tensor | None = None,
+                encoder_hidden_states: Tensor | None = None) -> LEDOutput:
+        """input_ids (B, S); labels (B, T) with -100 where no loss is wanted.
+
+        Returns logits (B, T, V), the encoder output (B, S, d_model) and, with labels, the mean
+        cross-entropy over labels != -100. Without decoder_input_ids they are the labels shifted right.
+        """
+        if encoder_hidden_states is None:
+            if input_ids is None:
+                raise ValueError("forward() needs input_ids (or precomputed encoder_hidden_states)")
+            encoder_hidden_states = self.encode(input_ids, attention_mask, global_attention_mask)
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("forward() needs decoder_input_ids or labels to build the decoder inputs")
+            decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id,
+                                                   self.config.decoder_start_token_id)
+        logits = self.decode(decoder_input_ids, encoder_hidden_states, attention_mask,
+                             decoder_attention_mask=decoder_attention_mask)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
+                                   ignore_index=-100)
+        return LEDOutput(logits=logits, encoder_last_hidden_state=encoder_hidden_states, loss=loss)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # --- checkpoints (implemented in led/checkpoint.py) ---------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, dtype: torch.dtype | None = None,
+                        device: str | torch.device = "cpu") -> LEDForConditionalGeneration:
+        """Load a Hugging Face LED checkpoint from a local directory or the Hub."""
+        from led.checkpoint import load_pretrained
+
+        return load_pretrained(cls, path_or_hub_id, dtype=dtype, device=device)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write `config.json` + `model.safetensors` that `transformers` and `from_pretrained` load."""
+        from led.checkpoint import save_pretrained
+
+        save_pretrained(self, directory)
+
+
+__all__ = ["LEDForConditionalGeneration", "LEDModel", "LEDOutput", "DecoderCache", "shift_tokens_right"]
