@@ -102,13 +102,18 @@ def match_state_dict(model: LEDForConditionalGeneration, state: dict[str, Tensor
     wrong = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k])}"
                    for k in set(state) & set(expected) if state[k].shape != expected[k])
     if missing or unexpected or wrong:
-        parts = [f"{len(missing)} missing: {', '.join(missing[:20])}" if missing else "",
-                 f"{len(unexpected)} unexpected: {', '.join(unexpected[:20])}" if unexpected else "",
-                 f"{len(wrong)} with the wrong shape: {'; '.join(wrong[:20])}" if wrong else ""]
+        parts = [f"{len(missing)} missing: {_listing(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected: {_listing(unexpected)}" if unexpected else "",
+                 f"{len(wrong)} with the wrong shape: {_listing(wrong)}" if wrong else ""]
         raise ValueError(f"The weights in {source} do not fit the model its config.json describes — "
                          + " | ".join(p for p in parts if p)
                          + ". Is config.json from the same checkpoint as the weights?")
     return state
+
+
+def _listing(items: list[str], shown: int = 12) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more
 
 
 def load_pretrained(cls: type[LEDForConditionalGeneration], path_or_hub_id: str | os.PathLike,
