@@ -170,3 +170,18 @@ def test_bf16_autocast_forward_and_backward():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert abs(loss.item() - reference.item()) < 0.05
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_encoder_layers_compile_without_graph_breaks():
+    """No host synchronisation inside the attention: a whole encoder layer traces as one graph."""
+    torch.manual_seed(0)
+    model = LEDForConditionalGeneration(LEDConfig.from_name("tiny", vocab_size=100, dropout=0.0)).eval()
+    batch = make_batch(100, [150, 90], 4, "random", seed=2)
+    from led.attention import EncoderMasks
+
+    masks = EncoderMasks.build(batch["attention_mask"], batch["global_attention_mask"])
+    hidden = torch.randn(2, 150, 128)
+    layer = model.led.encoder.layers[0]
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(hidden, masks), layer(hidden, masks))
