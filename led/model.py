@@ -359,6 +359,17 @@ class LEDForConditionalGeneration(nn.Module):
                                    ignore_index=-100)
         return LEDOutput(logits=logits, encoder_last_hidden_state=encoder_hidden_states, loss=loss)
 
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                 global_attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
+        """Greedy or beam-search summaries (B * num_return_sequences, T), as `transformers`' `generate`.
+
+        Keyword arguments (num_beams, max_length, max_new_tokens, min_length, length_penalty,
+        no_repeat_ngram_size, early_stopping, ...) are those of `led.generation.generate`.
+        """
+        from led.generation import generate
+
+        return generate(self, input_ids, attention_mask, global_attention_mask, **kwargs)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
