@@ -13,8 +13,14 @@ folder named by a hash of the tokenizer's content, the lengths, the field names 
 a later run with the same values loads it instead of tokenising again.
 
 Batches follow docs/CONTRACTS.md ("Batches"): `input_ids`, `attention_mask`, `global_attention_mask` (B, S),
-`labels` (B, T) with -100 at padding, `ids` (B,) = record index in its split. S is padded to a multiple of
-`pad_to_multiple_of` (the model's largest attention window). `references(split)[id]` is the raw summary.
+`labels` (B, T) with -100 at padding, `ids` (B,) = record index in its split (among the records kept). S is
+padded to a multiple of `pad_to_multiple_of` (the model's largest attention window). `references(split)[id]` is
+the raw summary.
+
+Bad data is caught before training starts (led/data_checks.py): every problem raises one `DataError` naming
+the setting, file, line, field or value. Records whose article or summary is empty or whitespace-only are
+skipped (counted in the log; `strict=True` makes them an error), so `ids`/`references` index the records kept.
+Truncation to `max_input_length` is counted and logged once per split.
 
 Distributed training: batches come from `LengthGroupedBatchSampler`, which shards them over ranks itself, so
 the Trainer needs `use_distributed_sampler=False` (Lightning refuses the custom sampler otherwise). Under DDP a
@@ -26,28 +32,47 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 import lightning as L
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from led.data_checks import (
+    FILE_FORMATS,
+    DataError,
+    check_data_file,
+    check_fields,
+    check_model_limits,
+    check_records,
+    check_sizes,
+    check_vocab,
+    empty_records_error,
+    explain_load_error,
+    hub_error,
+    record_locator,
+)
 from led.tokenizer import LEDTokenizer
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "validation", "test")
-FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 HUB_CONFIGS = {"scientific_papers": ("arxiv", "pubmed")}  # Hub datasets that need a config name
 PREPARED_MANIFEST = "led_prepared.json"  # marks a directory written by led.prepare
-CACHE_FORMAT = 1  # bump when the tokenised columns change, so old caches are not reused
+CACHE_FORMAT = 2  # bump when the tokenised content changes (2: empty records skipped), so old caches are not reused
+SPLIT_STATS = "led_split_stats.json"  # beside a tokenised split: record, skip and truncation counts
 
-# Columns of a tokenised split. `length` drives batching, `id` is the row of the raw split, `reference` the
-# untokenised summary (kept so validation ROUGE compares against the original text).
+# Columns of a tokenised split. `length` drives batching, `id` is the row among the split's kept records (those
+# with a non-empty source and summary), `reference` the untokenised summary (so validation ROUGE compares
+# against the original text).
 TOKENIZED_FEATURES = datasets.Features(
     {
         "input_ids": datasets.Sequence(datasets.Value("int32")),
@@ -56,6 +81,10 @@ TOKENIZED_FEATURES = datasets.Features(
         "id": datasets.Value("int64"),
         "reference": datasets.Value("string"),
     }
+)
+# What the tokenising map returns: the columns above plus truncation flags, counted and dropped before saving.
+_MAPPED_FEATURES = datasets.Features(
+    {**TOKENIZED_FEATURES, "source_truncated": datasets.Value("bool"), "summary_truncated": datasets.Value("bool")}
 )
 
 
@@ -258,31 +287,33 @@ class RawSource:
         """Check the user's values and decide which kind of source they name."""
         files = {split: f for split, f in (split_files or {}).items() if f}
         if source and files:
-            raise ValueError(
+            raise DataError(
                 f"give either source= (got {source!r}) or train_file/validation_file/test_file (got {files}), not both"
             )
         if files:
-            return cls("files", files={split: _check_data_file(split, f) for split, f in files.items()})
+            return cls("files", files={split: check_data_file(f"{split}_file", f) for split, f in files.items()})
         if not source:
-            raise ValueError(
+            raise DataError(
                 "no data given: set source= to a Hub dataset id (e.g. 'ccdv/pubmed-summarization') or a directory "
                 "written by `python -m led.prepare`, or set train_file/validation_file/test_file"
             )
         path = Path(source).expanduser()
         if path.is_dir():
             return cls._prepared(path)
+        if path.is_file():
+            raise DataError(f"source={source!r} is a file; give data files as train_file=/validation_file=/test_file=")
         if source.startswith(("/", ".", "~")):
-            raise ValueError(f"source directory {source!r} does not exist")
+            raise DataError(f"source directory {source!r} does not exist")
         valid_configs = HUB_CONFIGS.get(source)
         if valid_configs and config_name not in valid_configs:
-            raise ValueError(f"Hub dataset {source!r} needs config_name in {list(valid_configs)}, got {config_name!r}")
+            raise DataError(f"Hub dataset {source!r} needs config_name in {list(valid_configs)}, got {config_name!r}")
         return cls("hub", name=source, config_name=config_name)
 
     @classmethod
     def _prepared(cls, directory: Path) -> RawSource:
         manifest = directory / PREPARED_MANIFEST
         if not manifest.is_file():
-            raise ValueError(
+            raise DataError(
                 f"source {str(directory)!r} is a directory without {PREPARED_MANIFEST}, so it was not written by "
                 "`python -m led.prepare`; for plain data files use train_file=/validation_file=/test_file="
             )
@@ -295,9 +326,17 @@ class RawSource:
         return SPLITS if self.kind == "hub" else tuple(s for s in SPLITS if s in self.files)
 
     def describe(self, split: str) -> str:
+        """The split's data as the user named it, for messages: `train_file='/data/train.jsonl'`."""
         if self.kind == "hub":
-            return f"Hub dataset {self.name!r}" + (f" ({self.config_name})" if self.config_name else "")
-        return f"file {str(self.files[split])!r}"
+            config = f" ({self.config_name})" if self.config_name else ""
+            return f"split {split!r} of Hub dataset {self.name!r}{config}"
+        if self.kind == "prepared":
+            return f"file {str(self.files[split])!r} (split {split!r} of source={self.name!r})"
+        return f"{split}_file={str(self.files[split])!r}"
+
+    def locator(self, split: str) -> Callable[[int], str]:
+        """row of the raw split -> "line N" of its jsonl/csv file, or "record N"."""
+        return record_locator(None if self.kind == "hub" else self.files[split])
 
     def identity(self, split: str) -> str:
         """A string that changes whenever the split's raw text may have changed (part of the cache key)."""
@@ -308,43 +347,34 @@ class RawSource:
         stat = self.files[split].stat()
         return f"file:{self.files[split]}:{stat.st_size}:{stat.st_mtime_ns}"
 
-    def load(self, split: str, cache_dir: Path) -> datasets.Dataset:
-        """The raw split (downloaded once into the HF cache for a Hub dataset)."""
+    def load(self, split: str, cache_dir: Path, fields: Sequence[str] = ()) -> datasets.Dataset:
+        """The raw split (downloaded once into the HF cache for a Hub dataset). `fields`: the text fields, named
+        when a file cannot be read because of their values."""
         if self.kind == "hub":
-            return datasets.load_dataset(self.name, self.config_name, split=split)
+            try:
+                return datasets.load_dataset(self.name, self.config_name, split=split)
+            except (OSError, ValueError) as error:  # offline, unreachable, unknown id or split
+                raise hub_error(self.name, self.config_name, split, error) from error
         if split not in self.files:
-            raise ValueError(f"no {split!r} split: this source has {list(self.splits())}")
+            raise DataError(f"no {split!r} split: this source has {list(self.splits())}")
         path = self.files[split]
         if not path.is_file():
-            raise ValueError(f"{split} data file {str(path)!r} does not exist")
+            raise DataError(f"{self.describe(split)} does not exist")
         fmt = FILE_FORMATS[path.suffix.lower()]
-        # the json/csv loaders convert to Arrow once; keep that copy beside our own cache
-        return datasets.load_dataset(fmt, data_files={split: str(path)}, split=split, cache_dir=str(cache_dir / "raw"))
-
-
-def _check_data_file(split: str, file: str) -> Path:
-    path = Path(file).expanduser()
-    if not path.is_file():
-        raise ValueError(f"{split}_file {file!r} does not exist")
-    if path.suffix.lower() not in FILE_FORMATS:
-        raise ValueError(f"{split}_file {file!r} has an unsupported extension; use one of {sorted(FILE_FORMATS)}")
-    return path.resolve()
-
-
-def check_fields(dataset: datasets.Dataset, fields: Sequence[str], where: str) -> None:
-    """Raise a ValueError naming the missing field(s) and listing the fields that exist."""
-    missing = [f for f in fields if f not in dataset.column_names]
-    if missing:
-        raise ValueError(
-            f"{where} has no field {missing[0]!r}" + (f" (nor {missing[1:]})" if missing[1:] else "")
-            + f"; its fields are {dataset.column_names}. Set source_field/summary_field to the right names."
-        )
+        try:
+            # the json/csv loaders convert to Arrow once; keep that copy beside our own cache
+            return datasets.load_dataset(
+                fmt, data_files={split: str(path)}, split=split, cache_dir=str(cache_dir / "raw")
+            )
+        except Exception as error:  # the readers raise many types (ArrowInvalid, UnicodeDecodeError, pandas ...)
+            raise explain_load_error(path, self.describe(split), error, fields) from error
 
 
 # ---------------------------------------------------------------------------------------------- tokenising
 @dataclass
 class _Tokenize:
-    """The `datasets.map` function: one batch of raw records -> the TOKENIZED_FEATURES columns."""
+    """The `datasets.map` function: one batch of raw records -> the TOKENIZED_FEATURES columns, plus whether
+    each source/summary was truncated (`source_truncated`, `summary_truncated`)."""
 
     tokenizer: LEDTokenizer
     source_field: str
@@ -353,24 +383,20 @@ class _Tokenize:
     max_target_length: int
 
     def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
-        sources = self._texts(batch, self.source_field, indices)
-        summaries = self._texts(batch, self.summary_field, indices)
-        input_ids = self.tokenizer.encode_batch(sources, self.max_input_length)
+        summaries = batch[self.summary_field]
+        # untruncated first, to count what truncation cuts (the tokenizer would encode in full anyway)
+        sources = self.tokenizer.encode_batch(batch[self.source_field])
+        targets = self.tokenizer.encode_batch(summaries)
+        input_ids = [self.tokenizer._truncate(ids, self.max_input_length) for ids in sources]
         return {
             "input_ids": input_ids,
-            "labels": self.tokenizer.encode_batch(summaries, self.max_target_length),
+            "labels": [self.tokenizer._truncate(ids, self.max_target_length) for ids in targets],
             "length": [len(ids) for ids in input_ids],
             "id": list(indices),
             "reference": summaries,
+            "source_truncated": [len(ids) > self.max_input_length for ids in sources],
+            "summary_truncated": [len(ids) > self.max_target_length for ids in targets],
         }
-
-    @staticmethod
-    def _texts(batch: dict[str, list[Any]], name: str, indices: list[int]) -> list[str]:
-        texts = ["" if value is None else value for value in batch[name]]
-        for index, text in zip(indices, texts):
-            if not isinstance(text, str):
-                raise TypeError(f"record {index}: field {name!r} holds a {type(text).__name__}, expected text")
-        return texts
 
 
 def tokenize_split(
@@ -385,24 +411,26 @@ def tokenize_split(
     fingerprint: str | None = None,
     desc: str = "Tokenizing",
 ) -> datasets.Dataset:
-    """Tokenise a raw split (truncating, `</s>` kept) into the TOKENIZED_FEATURES columns."""
+    """Tokenise a raw split (truncating, `</s>` kept) into the TOKENIZED_FEATURES columns plus the truncation flags
+    `source_truncated`/`summary_truncated`. The text fields must hold strings (see `check_records`)."""
     tokenize = _Tokenize(tokenizer, source_field, summary_field, max_input_length, max_target_length)
     return raw.map(
         tokenize,
         batched=True,
         with_indices=True,
         remove_columns=raw.column_names,
-        features=TOKENIZED_FEATURES,
+        features=_MAPPED_FEATURES,
         num_proc=num_proc if num_proc and num_proc > 1 else None,
         new_fingerprint=fingerprint,  # spares `datasets` hashing the tokenizer to name its cache file
         desc=desc,
     )
 
 
-def _save_atomically(dataset: datasets.Dataset, path: Path) -> None:
+def _save_atomically(dataset: datasets.Dataset, path: Path, stats: dict[str, Any]) -> None:
     # Write beside the target, then rename: a crashed or concurrent run never leaves a half-written cache.
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     dataset.save_to_disk(str(tmp))
+    (tmp / SPLIT_STATS).write_text(json.dumps(stats) + "\n")
     try:
         os.replace(tmp, path)
     except OSError:  # another process finished the same cache first
@@ -432,6 +460,11 @@ class SummarizationDataModule(L.LightningDataModule):
         cache_dir: where tokenised splits are stored (default: `<prepared dir>/tokenized`, else
             `<HF datasets cache>/led-tokenized`).
         seed: shuffling seed, shared by all ranks.
+        strict: records with an empty or whitespace-only source or summary raise a DataError instead of being
+            skipped (and counted in the log).
+        max_encoder_positions, max_decoder_positions: the model's position-table sizes; when given, lengths
+            that would not fit raise a DataError here rather than a shape error mid-training.
+        model_vocab_size: the model's embedding rows; a larger tokenizer vocabulary raises a DataError.
     """
 
     def __init__(
@@ -456,11 +489,17 @@ class SummarizationDataModule(L.LightningDataModule):
         num_proc: int | None = None,
         cache_dir: str | None = None,
         seed: int = 42,
+        strict: bool = False,
+        max_encoder_positions: int | None = None,
+        max_decoder_positions: int | None = None,
+        model_vocab_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        _check_sizes(max_input_length, max_target_length, pad_to_multiple_of, batch_size, eval_batch_size,
-                     max_tokens_per_batch, num_workers)
+        check_sizes(max_input_length, max_target_length, pad_to_multiple_of, batch_size, eval_batch_size,
+                    max_tokens_per_batch, num_workers)
+        check_model_limits(max_input_length, max_target_length, pad_to_multiple_of, max_encoder_positions,
+                           max_decoder_positions)
         self.source = RawSource.resolve(
             source, config_name, {"train": train_file, "validation": validation_file, "test": test_file}
         )
@@ -474,6 +513,8 @@ class SummarizationDataModule(L.LightningDataModule):
         self.group_by_length = group_by_length
         self.global_attention = _check_global_attention(global_attention)
         self.num_workers, self.num_proc, self.seed = num_workers, num_proc, seed
+        self.strict = strict
+        self.model_vocab_size = model_vocab_size
         if cache_dir:
             self.cache_dir = Path(cache_dir).expanduser()
         elif self.source.kind == "prepared":
@@ -486,7 +527,9 @@ class SummarizationDataModule(L.LightningDataModule):
     @property
     def tokenizer(self) -> LEDTokenizer:
         if self._tokenizer is None:
-            self._tokenizer = LEDTokenizer.from_pretrained(self.tokenizer_path)
+            tokenizer = LEDTokenizer.from_pretrained(self.tokenizer_path)
+            check_vocab(tokenizer.vocab_size, self.model_vocab_size, self.tokenizer_path)
+            self._tokenizer = tokenizer
         return self._tokenizer
 
     @property
@@ -495,15 +538,15 @@ class SummarizationDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
-        """Download and tokenise every split once (Lightning runs this on one process per node)."""
+        """Download, check and tokenise every split once (Lightning runs this on one process per node)."""
         for split in self.source.splits():
-            self._load_split(split)
+            self._build_split(split)
 
     def setup(self, stage: str | None = None) -> None:
         needed = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
                   "predict": ("test",)}.get(stage or "", self.source.splits())
         if stage == "fit" and "train" not in self.source.splits():
-            raise ValueError("fitting needs a training split: set train_file= (or a source with a 'train' split)")
+            raise DataError("fitting needs a training split: set train_file= (or a source with a 'train' split)")
         for split in needed:
             if split in self.source.splits() and split not in self._datasets:
                 self._datasets[split] = self._load_split(split)
@@ -523,7 +566,7 @@ class SummarizationDataModule(L.LightningDataModule):
         if split not in self._datasets:
             if split not in self.source.splits():
                 hint = " (or set trainer.limit_val_batches=0)" if split == "validation" else ""
-                raise ValueError(
+                raise DataError(
                     f"no {split!r} split: this source has {list(self.source.splits())}; set {split}_file={hint}"
                 )
             self._datasets[split] = self._load_split(split)
@@ -532,6 +575,12 @@ class SummarizationDataModule(L.LightningDataModule):
     def references(self, split: str) -> list[str]:
         """The untokenised summaries of a split; `references(split)[i]` belongs to the example with `ids == i`."""
         return list(self.dataset(split)["reference"])
+
+    def documents(self, split: str) -> list[str]:
+        """The untokenised source texts of a split, aligned with `references(split)` and the batches' `ids`
+        (records with an empty source or summary left out, as in the tokenised split)."""
+        raw, _ = self._usable_raw(split)
+        return list(raw[self.source_field])
 
     def cache_path(self, split: str) -> Path:
         """The folder of a tokenised split: named by everything that changes its content."""
@@ -547,10 +596,22 @@ class SummarizationDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ internals
     def _load_split(self, split: str) -> datasets.Dataset:
+        """The tokenised split (built first if needed); its skip/truncation counts are logged here, once."""
+        path = self._build_split(split)
+        stats_file = path / SPLIT_STATS
+        stats = json.loads(stats_file.read_text()) if stats_file.is_file() else None
+        if stats is not None:
+            if self.strict and stats["skipped"]:  # a cache built without strict
+                raise self._empty_records_error(split, stats["skipped"], stats["records"], stats["first_skipped"])
+            if self._replicas()[1] == 0:
+                self._log_stats(split, stats)
+        return datasets.load_from_disk(str(path))
+
+    def _build_split(self, split: str) -> Path:
+        """Check, tokenise and cache a split unless its cache exists; return the cache folder."""
         path = self.cache_path(split)
         if not path.is_dir():
-            raw = self.source.load(split, self.cache_dir)
-            check_fields(raw, [self.source_field, self.summary_field], self.source.describe(split))
+            raw, stats = self._usable_raw(split)
             tokenized = tokenize_split(
                 raw,
                 self.tokenizer,
@@ -562,9 +623,48 @@ class SummarizationDataModule(L.LightningDataModule):
                 fingerprint=path.name,
                 desc=f"Tokenizing {split}",
             )
+            flags = ["source_truncated", "summary_truncated"]
+            stats.update({name: int(pc.sum(tokenized.data.column(name)).as_py() or 0) for name in flags})
             path.parent.mkdir(parents=True, exist_ok=True)
-            _save_atomically(tokenized, path)
-        return datasets.load_from_disk(str(path))
+            _save_atomically(tokenized.remove_columns(flags), path, stats)
+        return path
+
+    def _usable_raw(self, split: str) -> tuple[datasets.Dataset, dict[str, Any]]:
+        """The raw split checked (fields, types, no nulls) without its empty records, and the record counts."""
+        where, fields = self.source.describe(split), [self.source_field, self.summary_field]
+        raw = self.source.load(split, self.cache_dir, fields)
+        if len(raw) == 0:
+            raise DataError(f"{where} has no records")
+        check_fields(raw, fields, where, prefix="data.")
+        null_is_empty = self.source.kind == "files" and self.source.files[split].suffix.lower() == ".csv"
+        empty = check_records(raw, fields, where, self.source.locator(split), null_is_empty=null_is_empty)
+        if empty and (self.strict or len(empty) == len(raw)):
+            raise self._empty_records_error(split, len(empty), len(raw), empty[0])
+        stats = {"records": len(raw), "skipped": len(empty), "first_skipped": empty[0] if empty else None}
+        if empty:
+            empty_set = set(empty)
+            raw = raw.select([i for i in range(len(raw)) if i not in empty_set])
+        return raw, stats
+
+    def _empty_records_error(self, split: str, skipped: int, total: int, first_row: int) -> DataError:
+        return empty_records_error(self.source.describe(split), [self.source_field, self.summary_field], skipped,
+                                   total, self.source.locator(split)(first_row))
+
+    def _log_stats(self, split: str, stats: dict[str, Any]) -> None:
+        if stats["skipped"]:
+            log.warning(
+                "skipped %d of %d records in %s with an empty or whitespace-only %r or %r (first at %s); "
+                "data.strict=true makes this an error",
+                stats["skipped"], stats["records"], self.source.describe(split), self.source_field,
+                self.summary_field, self.source.locator(split)(stats["first_skipped"]),
+            )
+        kept = stats["records"] - stats["skipped"]
+        if stats["source_truncated"]:
+            log.info("truncated %d of %d %s articles to max_input_length=%d tokens",
+                     stats["source_truncated"], kept, split, self.max_input_length)
+        if stats["summary_truncated"]:
+            log.info("truncated %d of %d %s summaries to max_target_length=%d tokens",
+                     stats["summary_truncated"], kept, split, self.max_target_length)
 
     def _dataloader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.dataset(split)
@@ -596,41 +696,14 @@ class SummarizationDataModule(L.LightningDataModule):
         return int(trainer.world_size), int(trainer.global_rank)
 
 
-def _check_sizes(
-    max_input_length: int,
-    max_target_length: int,
-    pad_to_multiple_of: int,
-    batch_size: int,
-    eval_batch_size: int | None,
-    max_tokens_per_batch: int | None,
-    num_workers: int,
-) -> None:
-    for name, value, low in (
-        ("max_input_length", max_input_length, 2),
-        ("max_target_length", max_target_length, 2),
-        ("pad_to_multiple_of", pad_to_multiple_of, 1),
-        ("batch_size", batch_size, 1),
-        ("eval_batch_size", 1 if eval_batch_size is None else eval_batch_size, 1),
-        ("num_workers", num_workers, 0),
-    ):
-        if value < low:
-            raise ValueError(f"{name}={value} must be >= {low}")
-    padded_input = round_up(max_input_length, pad_to_multiple_of)
-    if max_tokens_per_batch is not None and max_tokens_per_batch < padded_input:
-        raise ValueError(
-            f"max_tokens_per_batch={max_tokens_per_batch} cannot hold one example of max_input_length="
-            f"{max_input_length} padded to {padded_input}; use >= {padded_input} (or leave it unset)"
-        )
-
-
 def _check_global_attention(value: str | Sequence[int]) -> str | tuple[int, ...]:
     if isinstance(value, str):
         if value not in ("first", "none"):
-            raise ValueError(f"global_attention={value!r}: use 'first', 'none' or a list of token ids")
+            raise DataError(f"global_attention={value!r}: use 'first', 'none' or a list of token ids")
         return value
     ids = tuple(value)
     if not all(isinstance(i, int) and i >= 0 for i in ids):
-        raise ValueError(f"global_attention={list(ids)!r}: token ids must be non-negative integers")
+        raise DataError(f"global_attention={list(ids)!r}: token ids must be non-negative integers")
     return ids
 
 
@@ -640,7 +713,7 @@ def _resolve_tokenizer_path(tokenizer: str | None, source: RawSource) -> str:
     prepared = Path(source.name) / "tokenizer"
     if source.kind == "prepared" and prepared.is_dir():
         return str(prepared)
-    raise ValueError(
+    raise DataError(
         "no tokenizer given: set tokenizer= to a directory or Hub id (e.g. 'allenai/led-base-16384'); "
         "only a `led.prepare` directory that holds tokenizer/ can go without it"
     )
