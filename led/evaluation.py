@@ -159,7 +159,7 @@ def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], dict[str, list[str]]
 
     baselines: dict[str, list[str]] = {}
     if cfg.baseline == "lead":
-        documents = datamodule.source.load(cfg.split, datamodule.cache_dir)[datamodule.source_field]
+        documents = datamodule.documents(cfg.split)
         baselines["lead"] = [lead_baseline(documents[i], references[i]) for i in range(len(references))]
     return records, baselines
 
@@ -260,7 +260,9 @@ def build_datamodule(cfg: DictConfig, loaded: LoadedModel) -> Any:
     # The model fixes the vocabulary and the padding multiple; data settings only choose the text and lengths.
     if loaded.tokenizer is not None:
         settings["tokenizer"] = loaded.tokenizer
-    settings["pad_to_multiple_of"] = loaded.model.config.max_window
+    config = loaded.model.config
+    settings.update(pad_to_multiple_of=config.max_window, max_encoder_positions=config.max_encoder_position_embeddings,
+                    max_decoder_positions=config.max_decoder_position_embeddings, model_vocab_size=config.vocab_size)
     try:
         return SummarizationDataModule(**settings)
     except (TypeError, ValueError) as error:

@@ -1,0 +1,228 @@
+"""`train(cfg)`: what `train.py` runs — data, tokenizer, model, Trainer, fit, final validation, metrics.json.
+
+The config is the one composed from conf/config.yaml (see conf/ for every group). The run directory
+(`cfg.run_dir`, Hydra's output directory) receives the resolved config, the tokenizer, checkpoints,
+logs, `metrics.json` and `samples.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from led.data import SummarizationDataModule
+from led.module import LEDSummarizer
+from led.tokenizer import LEDTokenizer
+
+log = logging.getLogger(__name__)
+
+# Keys of the `data` group that are ours, not SummarizationDataModule arguments.
+_DATA_KEYS = ("synthetic", "tokenizer_vocab_size", "tokenizer_training_docs")
+METRICS = ("loss", "rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before any work starts; `train.py` prints it as one line."""
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the model `cfg` describes and return the final validation metrics (also in metrics.json)."""
+    started = time.perf_counter()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(cfg, run_dir / "config.yaml")
+    L.seed_everything(cfg.seed, workers=True)
+
+    data_settings = prepare_data_settings(cfg, run_dir)
+    module = LEDSummarizer(
+        model=_container(cfg.model),
+        optimizer=_container(cfg.optimizer),
+        scheduler=_container(cfg.scheduler),
+        generation=_container(cfg.generation),
+        tokenizer=data_settings["tokenizer"],
+        **_container(cfg.module),
+    )
+    config = module.model.config
+    # The DataModule checks lengths and vocabulary against the model before tokenising anything.
+    data_settings.update(pad_to_multiple_of=config.max_window, max_encoder_positions=config.max_encoder_position_embeddings,
+                         max_decoder_positions=config.max_decoder_position_embeddings, model_vocab_size=config.vocab_size)
+    datamodule = SummarizationDataModule(**data_settings)
+    log.info("model: %s parameters, windows %s; data: %s", f"{module.model.num_parameters():,}",
+             config.attention_windows, datamodule.source.describe("train"))
+
+    trainer = build_trainer(cfg, run_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), run_dir))
+    metrics = final_metrics(trainer, module, datamodule)
+    metrics["train_minutes"] = round((time.perf_counter() - started) / 60, 2)
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+        write_samples(run_dir / "samples.jsonl", module)
+        log.info("final validation: %s", json.dumps(metrics))
+        print(format_summary(metrics, run_dir))
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------- data
+def prepare_data_settings(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """SummarizationDataModule arguments: the synthetic corpus generated and a tokenizer trained if needed."""
+    data = _container(cfg.data)
+    synthetic = data.get("synthetic")
+    if synthetic:
+        from led.synthetic import ensure_corpus
+
+        settings = dict(synthetic)
+        paths = ensure_corpus(settings.pop("dir"), **settings)
+        for split, path in paths.items():
+            data[f"{split}_file"] = str(path)
+    if not data.get("tokenizer"):
+        data["tokenizer"] = cfg.model.get("pretrained") or train_tokenizer(data, run_dir / "tokenizer")
+    return {k: v for k, v in data.items() if k not in _DATA_KEYS}
+
+
+def train_tokenizer(data: dict[str, Any], out_dir: Path) -> str:
+    """A byte-level BPE trained on the training file's documents and summaries (models trained from scratch)."""
+    train_file = data.get("train_file")
+    if not train_file:
+        raise ConfigError("the model has no tokenizer (model.pretrained is null) and data.tokenizer is not set: "
+                          "give data.tokenizer=DIR or a data.train_file to train one on")
+    if (out_dir / "tokenizer.json").is_file():  # a resumed run keeps its vocabulary
+        return str(out_dir)
+    import datasets
+
+    documents = datasets.load_dataset(_file_format(train_file), data_files=str(train_file), split="train")
+    limit = min(len(documents), int(data.get("tokenizer_training_docs") or len(documents)))
+    fields = [data.get("source_field", "article"), data.get("summary_field", "abstract")]
+
+    def texts() -> Any:
+        for record in documents.select(range(limit)):
+            for field in fields:
+                if isinstance(record.get(field), str):
+                    yield record[field]
+
+    tokenizer = LEDTokenizer.train(texts(), vocab_size=int(data.get("tokenizer_vocab_size") or 8000))
+    tokenizer.save_pretrained(out_dir)
+    log.info("trained a %d-token BPE tokenizer on %d documents of %s -> %s", tokenizer.vocab_size, limit,
+             train_file, out_dir)
+    return str(out_dir)
+
+
+def _file_format(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    return {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(suffix, "json")
+
+
+# ---------------------------------------------------------------------------------------- trainer
+def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [build_logger(c, cfg) for c in (cfg.get("logger") or {}).values() if c is not None]
+    # The DataModule shards batches over ranks itself (length-grouped, token-budgeted), see docs/CONTRACTS.md.
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
+                       use_distributed_sampler=False)
+
+
+def build_logger(logger_cfg: DictConfig, cfg: DictConfig) -> Any:
+    if not str(logger_cfg.get("_target_", "")).endswith("WandbLogger"):
+        return instantiate(logger_cfg)
+    offline = bool(logger_cfg.get("offline")) or not wandb_credentials_available()
+    if offline:
+        # wandb would otherwise prompt for a key on a terminal, or fail on a cluster node.
+        os.environ.setdefault("WANDB_MODE", "offline")
+        log.info("wandb: no API key found, logging offline into %s/wandb (`wandb sync` it later)", cfg.run_dir)
+    logger = instantiate(logger_cfg, offline=offline)
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return logger
+
+
+def wandb_credentials_available() -> bool:
+    """An API key in the environment or from `wandb login` (~/.netrc), without ever prompting."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "disabled"):
+        return bool(os.environ.get("WANDB_API_KEY"))
+    import netrc
+
+    try:
+        hosts = netrc.netrc().hosts
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return any("wandb" in host for host in hosts)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """`last` resumes from this run's last checkpoint (None when there is none yet); a path must exist."""
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a .ckpt file of an earlier run, or "
+                          "ckpt_path=last with that run's run_dir")
+    return ckpt_path
+
+
+# ---------------------------------------------------------------------------------------- results
+def final_metrics(trainer: L.Trainer, module: LEDSummarizer, datamodule: SummarizationDataModule) -> dict[str, Any]:
+    """Validation loss and ROUGE of the final weights (a full validation pass after training)."""
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)
+    logged = results[0] if results else {}
+    metrics: dict[str, Any] = {name: round(float(logged[f"val/{name}"]), 4)
+                               for name in METRICS if f"val/{name}" in logged}
+    if "rouge1" in metrics:
+        metrics["lead_rouge1"] = round(lead_rouge1(datamodule, module.hparams.val_rouge_examples), 4)
+    metrics["global_step"] = int(trainer.global_step)
+    metrics["skipped_batches"] = module.skipped_batches
+    return metrics
+
+
+def lead_rouge1(datamodule: SummarizationDataModule, examples: int) -> float:
+    """ROUGE-1 of the lead baseline (each document's first sentences, as long as its reference) on the
+    validation examples the model summarised: the score a model gets without reading past the start."""
+    from led.metrics import compute_rouge, lead_baseline
+
+    documents = datamodule.documents("validation")
+    count = len(documents) if examples < 0 else min(examples, len(documents))
+    documents, references = documents[:count], datamodule.references("validation")[:count]
+    leads = [lead_baseline(document, reference) for document, reference in zip(documents, references)]
+    return compute_rouge(leads, references, bootstrap=0)["rouge1"]
+
+
+def write_samples(path: Path, module: LEDSummarizer) -> None:
+    samples = getattr(module, "validation_samples", [])
+    lines = [json.dumps({"id": i, "prediction": p, "reference": r}) for i, p, r in samples]
+    _write_atomically(path, "".join(line + "\n" for line in lines))
+
+
+def format_summary(metrics: dict[str, Any], run_dir: Path) -> str:
+    names = [n for n in ("rouge1", "rouge2", "rougeL", "rougeLsum") if n in metrics]
+    rows = [f"  validation loss {metrics.get('loss', float('nan')):.4f}"]
+    rows += [f"  {name:<10}{metrics[name]:7.2f}" for name in names]
+    if "lead_rouge1" in metrics:
+        rows.append(f"  lead baseline rouge1 {metrics['lead_rouge1']:.2f} (the document's first sentences)")
+    return "\n".join([f"Finished in {metrics['train_minutes']:.1f} min, step {metrics['global_step']}:", *rows,
+                      f"Run directory: {run_dir}"])
+
+
+def save_resolved_config(cfg: DictConfig, path: Path) -> None:
+    """The fully resolved config of the run (secrets, e.g. a wandb key, never appear in it: they come from env)."""
+    _write_atomically(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    _write_atomically(path, json.dumps(data, indent=2) + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node

@@ -1,0 +1,34 @@
+"""Train an LED summarizer: `python train.py` (the CPU default) or `python train.py experiment=arxiv_led_base`.
+
+Thin entry point: Hydra composes conf/config.yaml, `led.training.train` does the work. A setting that
+cannot work is printed as one line (HYDRA_FULL_ERROR=1 shows the traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from led.errors import USER_ERRORS
+from led.training import train
+
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent / "conf"), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except USER_ERRORS as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    # A sweeper (e.g. Optuna) maximises what main returns.
+    return metrics.get("rouge1")
+
+
+if __name__ == "__main__":
+    main()
