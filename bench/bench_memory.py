@@ -1,0 +1,251 @@
+"""Measured vs estimated (led/memory.py) peak memory of one training step.
+
+A step is forward + loss + backward + AdamW step, after one warm-up step (so the optimizer states exist,
+as in every step of a run but the first) and with gradients freed before it (`zero_grad(set_to_none=True)`).
+
+    python bench/bench_memory.py                              # small shape, 1,024 / 4,096 / 16,384 tokens, CPU fp32
+    python bench/bench_memory.py --shape base --lengths 1024 4096
+    python bench/bench_memory.py --device cuda --precision bf16-mixed --shape base --lengths 4096 16384
+
+CPU: each measurement runs in a fresh process, so that the resident-set high-water mark (VmHWM) owes
+nothing to an earlier one. The process first runs one step of the tiny model (what a first step loads once
+per process, such as the ~65 MB of torch._dynamo that torch.optim imports, is not the step's memory), then
+takes its baseline (VmRSS) with the inputs built and before building the model; after the warm-up step it
+resets VmHWM to the current RSS (/proc/self/clear_refs) and runs the measured step. Measured = VmHWM -
+baseline: weights, gradients, AdamW states, activations and working memory, as the estimate counts them,
+plus what the C allocator holds beyond live tensors. That last part is why the process runs with
+MALLOC_MMAP_THRESHOLD_=131072: glibc then serves every allocation over 128 KiB with its own mmap and returns
+it to the system when freed, so RSS follows the live tensors (as CUDA's max_memory_allocated does). With
+glibc's default (a threshold that rises to 32 MiB after the first large free) freed activations stay in the
+heap and RSS keeps up to a few hundred MB of them; `--glibc-default` adds a column measured that way.
+
+CUDA: torch.cuda.max_memory_allocated over the measured step, minus what was allocated before the model
+was built; the reserved column is max_memory_reserved (what the caching allocator took from the GPU).
+
+The "kept" columns compare the activations autograd keeps at the end of the warm-up step's forward pass
+(every saved tensor's storage counted once, `led.memory.autograd_saved_bytes`) with the estimate's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+
+SHAPES = {
+    "small": dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
+                  decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, attention_window=512),
+    "base": dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                 decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, attention_window=1024),
+    "large": dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
+                  decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096, attention_window=1024),
+}
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _train_step(model, optimizer, batch: dict, precision: str, explain: dict | None = None) -> float:
+    """One step; with `explain`, fills it with what autograd keeps at the end of the forward pass."""
+    import torch
+
+    from led.memory import autograd_saved_bytes
+
+    device = batch["input_ids"].device.type
+    # Lightning's mixed-precision plugin turns autocast's weight-cast cache off; so does this step.
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed", cache_enabled=False):
+        loss = model(**batch).loss
+    if explain is not None:
+        explain.update(autograd_saved_bytes(loss, model.parameters()))
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def _batch(vocab_size: int, batch_size: int, input_length: int, target_length: int, num_global: int,
+           device: str, seed: int = 0) -> dict:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(4, vocab_size, (batch_size, input_length), generator=gen)
+    global_mask = torch.zeros_like(input_ids)
+    global_mask[:, :num_global] = 1
+    batch = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                 global_attention_mask=global_mask if num_global else None,
+                 labels=torch.randint(4, vocab_size, (batch_size, target_length), generator=gen))
+    return {k: v.to(device) for k, v in batch.items() if v is not None}
+
+
+def _build(config, checkpointing: bool, precision: str, device: str):
+    import torch
+
+    from led import LEDForConditionalGeneration
+
+    model = LEDForConditionalGeneration(config).to(device).train()
+    if precision == "bf16-true":
+        model = model.to(torch.bfloat16)
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+
+@functools.cache
+def _warm_up(checkpointing: bool, precision: str, device: str) -> None:
+    """One step of the tiny model: what a process loads once (torch.optim imports torch._dynamo, ~65 MB;
+    kernel code; thread pools) is then in the baseline, not in the step's memory."""
+    from led import LEDConfig
+
+    tiny = LEDConfig.from_name("tiny", vocab_size=1000, max_encoder_position_embeddings=512)
+    model, optimizer = _build(tiny, checkpointing, precision, device)
+    _train_step(model, optimizer, _batch(tiny.vocab_size, 1, 256, 32, 1, device), precision)
+    del model, optimizer
+    gc.collect()
+
+
+def measure(config: dict, batch_size: int, input_length: int, target_length: int, checkpointing: bool,
+            num_global: int = 1, precision: str = "32", device: str = "cpu", threads: int = 1) -> dict:
+    """Peak bytes of one training step above what the process held before the model existed.
+
+    On CPU call it in a fresh process (`measure_in_subprocess`): the baseline and VmHWM are the process's,
+    and only with glibc returning freed memory does a second measurement in one process start clean."""
+    import torch
+
+    from led import LEDConfig
+
+    torch.set_num_threads(threads)
+    cuda = device == "cuda"
+    _warm_up(checkpointing, precision, device)
+    config = LEDConfig(**config)
+    batch = _batch(config.vocab_size, batch_size, input_length, target_length, num_global, device)
+    if cuda:
+        torch.cuda.empty_cache()
+        baseline, reserved_baseline = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+    else:
+        baseline = _status_kib("VmRSS") * 1024
+    model, optimizer = _build(config, checkpointing, precision, device)
+    kept: dict[str, int] = {}
+    _train_step(model, optimizer, batch, precision, None if checkpointing else kept)
+    gc.collect()
+    if cuda:
+        torch.cuda.synchronize()
+        settled = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        settled = _status_kib("VmRSS") * 1024
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := VmRSS
+    start = time.perf_counter()
+    loss = _train_step(model, optimizer, batch, precision)
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        reserved = torch.cuda.max_memory_reserved() - reserved_baseline
+    else:
+        peak, reserved = _status_kib("VmHWM") * 1024, 0
+    seconds = time.perf_counter() - start
+    del model, optimizer, batch
+    return dict(peak=peak - baseline, settled=settled - baseline, reserved=reserved, seconds=seconds, loss=loss,
+                kept=kept)
+
+
+def measure_in_subprocess(runs: list[dict], glibc_default: bool = False, timeout: float = 3600) -> list[dict]:
+    """`measure(**run)` for each run, in one fresh Python process (the repository root on its path).
+    Unless `glibc_default`, glibc returns every freed allocation over 128 KiB to the system at once."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if not glibc_default:
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(runs)], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode:
+        raise RuntimeError(f"measurement of {runs} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=list(SHAPES), default="small")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    parser.add_argument("--target-length", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--num-global", type=int, default=1)
+    parser.add_argument("--dropout", type=float, default=0.1, help="LEDConfig.dropout (0.1 in every LED)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--precision", choices=["32", "bf16-mixed", "bf16-true"], default="32")
+    parser.add_argument("--no-checkpointing", action="store_true", help="skip the gradient-checkpointing runs")
+    parser.add_argument("--glibc-default", action="store_true",
+                        help="CPU: also measure with glibc's default malloc settings (freed memory kept)")
+    parser.add_argument("--explain", action="store_true", help="print what autograd keeps, by backward node")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (the memory does not depend on them; on a shared machine more only spin)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _parse_args()
+    if args.child:
+        print(json.dumps([measure(**run) for run in json.loads(args.child)]))
+        return
+    import torch
+
+    from led import LEDConfig
+    from led.memory import estimate_peak_memory
+
+    config = dict(SHAPES[args.shape], dropout=args.dropout)
+    cuda = args.device == "cuda"
+    where = torch.cuda.get_device_name() if cuda else f"cpu, {args.threads} threads"
+    print(f"shape={args.shape} {args.precision} on {where}: batch={args.batch_size} target={args.target_length} "
+          f"globals={args.num_global} dropout={args.dropout} torch={torch.__version__}")
+    extra = "reserved MB" if cuda else "glibc default" if args.glibc_default else ""
+    header = (f"{'tokens':>6} {'ckpt':>4} | {'measured MB':>11} {'estimate MB':>11} {'est/meas':>8} | "
+              f"{'kept MB':>8} {'est':>8} | {'weights+opt MB':>14} {'est':>6} |"
+              + (f" {extra:>13} |" if extra else "") + f" {'step s':>6} | estimated peak at")
+    print(header)
+    print("-" * len(header))
+    for length in args.lengths:
+        for checkpointing in (False,) if args.no_checkpointing else (False, True):
+            run = dict(config=config, batch_size=args.batch_size, input_length=length,
+                       target_length=args.target_length, checkpointing=checkpointing, num_global=args.num_global,
+                       precision=args.precision, device=args.device, threads=args.threads)
+            result = measure(**run) if cuda else measure_in_subprocess([run])[0]
+            estimate = estimate_peak_memory(LEDConfig(**config), args.batch_size, length, args.target_length,
+                                            precision=args.precision, gradient_checkpointing=checkpointing,
+                                            num_global=args.num_global, device=args.device)
+            kept = sum(result["kept"].values())
+            line = (f"{length:>6} {'on' if checkpointing else 'off':>4} | {result['peak'] / 2**20:>11.0f} "
+                    f"{estimate.total / 2**20:>11.0f} {estimate.total / result['peak']:>8.2f} | "
+                    + (f"{kept / 2**20:>8.0f} {estimate.activations / 2**20:>8.0f}" if kept else f"{'-':>8} {'-':>8}")
+                    + f" | {result['settled'] / 2**20:>14.0f} "
+                    f"{(estimate.parameters + estimate.optimizer_states) / 2**20:>6.0f} |")
+            if cuda:
+                line += f" {result['reserved'] / 2**20:>13.0f} |"
+            elif args.glibc_default:
+                default = measure_in_subprocess([run], glibc_default=True)[0]
+                line += f" {default['peak'] / 2**20:>6.0f} {estimate.total / default['peak']:>6.2f} |"
+            print(f"{line} {result['seconds']:>6.2f} | {estimate.peak_phase}", flush=True)
+            if args.explain and kept:
+                for node, size in sorted(result["kept"].items(), key=lambda kv: -kv[1]):
+                    print(f"{'':>13}{size / 2**20:>10.1f} MB  {node}")
+            if cuda:
+                torch.cuda.empty_cache()
+    if cuda:
+        free, total = torch.cuda.mem_get_info()
+        context = total - free - torch.cuda.memory_reserved()
+        print(f"GPU memory in use outside PyTorch's allocator (CUDA context, libraries): {context / 2**30:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

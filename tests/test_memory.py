@@ -1,0 +1,185 @@
+"""Memory planning (led/memory.py): the estimate against what autograd keeps and against measured CPU peaks,
+and the behaviour of the strategies, the planner and the command line."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from led import LEDConfig, LEDForConditionalGeneration
+from led.memory import (CUDA_RESERVED_GIB, FRAGMENTATION_MARGIN, GIB, autograd_saved_bytes, count_parameters,
+                        estimate_peak_memory, largest_batch_size, main, plan)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = dict(vocab_size=1000, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+             decoder_attention_heads=2, encoder_ffn_dim=256, decoder_ffn_dim=128, attention_window=128,
+             max_encoder_position_embeddings=2048, max_decoder_position_embeddings=128)
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_memory", os.path.join(ROOT, "bench", "bench_memory.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(attention_window=[128, 64], decoder_layers=1)])
+def test_parameter_count_matches_the_model(overrides):
+    config = LEDConfig(**{**SMALL, **overrides})
+    assert count_parameters(config) == LEDForConditionalGeneration(config).num_parameters()
+
+
+@pytest.mark.parametrize("case", [
+    dict(),
+    dict(num_global=0),
+    dict(num_global=3, batch=2, length=500),  # the encoder pads 500 to 512; several rows: copies
+    dict(num_global=0, batch=2),
+    dict(dropout=0.0, activation_dropout=0.1),
+    dict(attention_dropout=0.1),  # CPU SDPA falls back to its math path
+    dict(attention_window=[128, 64]),
+    dict(precision="bf16-true"),
+    dict(precision="bf16-mixed"),
+], ids=lambda case: ",".join(f"{k}={v}" for k, v in case.items()) or "default")
+def test_activations_match_what_autograd_keeps(case):
+    case = dict(case)
+    batch, length, num_global = case.pop("batch", 1), case.pop("length", 512), case.pop("num_global", 1)
+    precision = case.pop("precision", "32")
+    config = LEDConfig(**{**SMALL, "dropout": 0.1, **case})
+    torch.manual_seed(0)
+    model = LEDForConditionalGeneration(config).train()
+    if precision == "bf16-true":
+        model = model.to(torch.bfloat16)
+    input_ids = torch.randint(4, config.vocab_size, (batch, length))
+    global_mask = (torch.arange(length) < num_global).long().expand(batch, -1) if num_global else None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed", cache_enabled=False):
+        loss = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                     global_attention_mask=global_mask, labels=input_ids[:, :64]).loss
+    kept = sum(autograd_saved_bytes(loss, model.parameters()).values())
+    estimate = estimate_peak_memory(config, batch, length, 64, precision=precision, num_global=num_global,
+                                    device="cpu")
+    assert estimate.activations == pytest.approx(kept, rel=0.01)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="measures Linux's VmHWM")
+def test_estimate_within_25_percent_of_measured_cpu_peak():
+    """One training step in a fresh process (VmHWM over the step, glibc returning freed memory): peaks of
+    ~170 MB (90% activations) and ~100 MB with gradient checkpointing (one layer's recomputed activations)."""
+    config = dict(SMALL, d_model=128, encoder_ffn_dim=512, decoder_ffn_dim=512, attention_window=256)
+    runs = [dict(config=config, batch_size=2, input_length=2048, target_length=128, checkpointing=checkpointing)
+            for checkpointing in (False, True)]
+    results = _bench().measure_in_subprocess(runs, timeout=300)
+    for run, result in zip(runs, results):
+        estimate = estimate_peak_memory(LEDConfig(**config), 2, 2048, 128,
+                                        gradient_checkpointing=run["checkpointing"], device="cpu")
+        assert estimate.activations > 0.5 * estimate.total or run["checkpointing"]
+        assert 0.75 <= estimate.total / result["peak"] <= 1.25, (run["checkpointing"], estimate.total, result)
+
+
+def test_gradient_checkpointing_reduces_activations_and_peak():
+    config = LEDConfig.from_name("led-base-16384")
+    plain = estimate_peak_memory(config, 1, 16384, 512, precision="bf16-mixed")
+    checkpointed = estimate_peak_memory(config, 1, 16384, 512, precision="bf16-mixed", gradient_checkpointing=True)
+    assert checkpointed.activations < plain.activations / 3
+    assert checkpointed.total < plain.total
+    assert checkpointed.parameters == plain.parameters and checkpointed.optimizer_states == plain.optimizer_states
+
+
+def test_fsdp_shards_weights_gradients_and_optimizer_states():
+    config = LEDConfig.from_name("led-large-16384")
+    kwargs = dict(batch_size=1, input_length=16384, target_length=512, precision="bf16-mixed")
+    single = estimate_peak_memory(config, **kwargs)
+    fsdp = estimate_peak_memory(config, strategy="fsdp", num_devices=8, **kwargs)
+    ddp = estimate_peak_memory(config, strategy="ddp", num_devices=8, **kwargs)
+    buffer = config.vocab_size * 4  # final_logits_bias is not sharded
+    assert fsdp.parameters - buffer == pytest.approx((single.parameters - buffer) / 8, abs=1)
+    assert fsdp.gradients == pytest.approx(single.gradients / 8, abs=1)
+    assert fsdp.optimizer_states == pytest.approx(single.optimizer_states / 8, abs=1)
+    # FSDP gathers the weights in bf16 already: autograd keeps no bf16 copies of the matmul weights.
+    positions = (config.max_encoder_position_embeddings + config.max_decoder_position_embeddings) * config.d_model
+    assert single.activations - fsdp.activations == pytest.approx(2 * (count_parameters(config) - positions),
+                                                                  rel=0.01)
+    assert fsdp.total < single.total < ddp.total
+    assert ddp.gradient_buckets == single.gradients and single.gradient_buckets == 0
+    fp32 = [estimate_peak_memory(config, strategy=strategy, num_devices=8, **{**kwargs, "precision": "32"})
+            for strategy in ("fsdp", "ddp")]
+    assert fp32[0].activations == fp32[1].activations
+
+
+def test_precision_and_optimizer_change_the_static_memory():
+    config = LEDConfig.from_name("led-base-16384")
+    fp32 = estimate_peak_memory(config, 1, 4096, 256)
+    mixed = estimate_peak_memory(config, 1, 4096, 256, precision="bf16-mixed")
+    true = estimate_peak_memory(config, 1, 4096, 256, precision="bf16-true")
+    adafactor = estimate_peak_memory(config, 1, 4096, 256, optimizer="adafactor")
+    assert mixed.parameters == fp32.parameters and mixed.optimizer_states == fp32.optimizer_states
+    assert true.parameters == fp32.parameters // 2 and true.optimizer_states == fp32.optimizer_states // 2
+    assert fp32.optimizer_states == 2 * fp32.gradients
+    assert adafactor.optimizer_states < fp32.optimizer_states / 50
+    assert true.activations < fp32.activations
+
+
+def test_plan_verdicts_and_largest_batch_size():
+    config = LEDConfig.from_name("led-base-16384")
+    kwargs = dict(batch_size=1, input_length=16384, target_length=512)
+
+    def needed(batch_size: int = 1, gradient_checkpointing: bool = False) -> float:
+        """GiB of GPU memory the planner asks for."""
+        estimate = estimate_peak_memory(config, batch_size, 16384, 512, precision="bf16-mixed",
+                                        gradient_checkpointing=gradient_checkpointing)
+        return CUDA_RESERVED_GIB + (1 + FRAGMENTATION_MARGIN) * estimate.total / GIB
+
+    between = (needed() + needed(gradient_checkpointing=True)) / 2
+    assert "fits without gradient checkpointing" in plan(config, gpu_memory_gib=80, **kwargs)
+    assert "needs gradient checkpointing" in plan(config, gpu_memory_gib=between, **kwargs)
+    assert "does not fit" in plan(config, gpu_memory_gib=2, **kwargs)
+
+    size = largest_batch_size(config, 40, input_length=16384, target_length=512, precision="bf16-mixed")
+    assert size >= 1 and needed(size) <= 40 < needed(size + 1)
+    assert f"largest batch size per GPU that fits: {size} without" in plan(config, gpu_memory_gib=40, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(precision="fp16"), "precision='fp16' is invalid: valid values are 32, bf16-mixed, bf16-true"),
+    (dict(strategy="deepspeed"), "strategy='deepspeed' is invalid: valid values are single, ddp, fsdp"),
+    (dict(strategy="single", num_devices=4), "num_devices=4 needs strategy ddp or fsdp"),
+    (dict(input_length=20000), "input_length=20000 is longer than the model's 16384 encoder positions"),
+    (dict(batch_size=0), "batch_size=0 is invalid"),
+])
+def test_invalid_arguments_name_the_argument(kwargs, message):
+    args = dict(config=LEDConfig.from_name("led-base-16384"), batch_size=1, input_length=4096, target_length=256)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        estimate_peak_memory(**{**args, **kwargs})
+
+
+def test_cli_prints_the_breakdown_and_the_verdict(capsys):
+    code = main(["model=led-base-16384", "input_length=16384", "target_length=512", "batch_size=1",
+                 "precision=bf16-mixed", "strategy=fsdp", "devices=8", "gpu_memory_gib=80"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "activations" in out and "peak" in out and "fsdp x8" in out
+    assert "verdict at batch size 1: fits without gradient checkpointing" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["precision=fp16"], "error: precision='fp16' is invalid: valid values are 32, bf16-mixed, bf16-true"),
+    (["model=led-huge"], "error: model='led-huge' is invalid: valid values are tiny, led-base-16384, "
+                         "led-large-16384"),
+    (["devices=two"], "error: devices='two' is invalid: it must be an integer >= 1"),
+    (["batch=1"], "error: unknown key 'batch': valid keys are model, input_length,"),
+])
+def test_cli_rejects_bad_values_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_cli_exit_code_from_the_shell():
+    done = subprocess.run([sys.executable, "-m", "led.memory", "strategy=zero3"], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 2
+    assert done.stderr == "error: strategy='zero3' is invalid: valid values are single, ddp, fsdp\n"
