@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from led.config import LEDConfig
+from led.generation import load_generation_config
 
 if TYPE_CHECKING:
     from led.model import LEDForConditionalGeneration
@@ -132,14 +133,21 @@ def load_pretrained(cls: type[LEDForConditionalGeneration], path_or_hub_id: str 
     model.load_state_dict(state, assign=True)
     model.tie_weights()  # assign=True replaced the shared Parameter object in each of its places
     target_dtype = dtype if dtype is not None else torch.float32
-    return model.to(device=device, dtype=target_dtype)
+    model = model.to(device=device, dtype=target_dtype)
+    # generate() defaults: generation_config.json, with config.json filling what it lacks.
+    model.generation_config = load_generation_config(directory)
+    return model
 
 
 def save_pretrained(model: LEDForConditionalGeneration, directory: str | os.PathLike) -> None:
-    """`config.json` and `model.safetensors` (tied copies stored once), each written atomically."""
+    """`config.json`, `model.safetensors` (tied copies stored once, written atomically) and, when the model
+    has generation defaults (`model.generation_config`), `generation_config.json`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.save(directory)
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        generation_config.save(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
              if k not in TIED_KEYS[1:]}
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.safetensors.")

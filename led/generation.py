@@ -4,8 +4,10 @@ The outputs equal `transformers`' `generate(do_sample=False)` token for token: s
 logits processors in the same order, and the same (vectorised) beam-search bookkeeping, including
 how `length_penalty` and `early_stopping` (True / False / "never") rank finished hypotheses and stop
 the search. What differs is the work done: the encoder runs once, cross-attention keys/values are
-computed once on the B input rows and repeated for the beams once, and every step feeds only the
-newest token to the decoder.
+computed once on the B input rows and shared by the beams of each input (never repeated per beam),
+every step feeds only the newest token to the decoder, and on CPU the output projection uses a layout
+that is fast for a few rows. Logits therefore differ from `transformers`' by float rounding (~1e-6), so
+a token could only differ where two candidates score within about that much of each other.
 
 Lengths follow `transformers`: `max_length` / `min_length` count the decoder start token, while
 `max_new_tokens` / `min_new_tokens` count generated tokens only. With nothing set anywhere, 20 new
@@ -110,6 +112,16 @@ class GenerationConfig:
                    config.eos_token_id), pad_token_id=config.pad_token_id,
                    decoder_start_token_id=config.decoder_start_token_id)
         return cls.from_dict({**config.extra, **ids})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set (not None)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write the set fields as `generation_config.json`, which `transformers` reads as well."""
+        with open(os.path.join(directory, "generation_config.json"), "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
 
     def update(self, other: GenerationConfig) -> GenerationConfig:
         """A copy where every field `other` sets (not None) replaces ours."""
@@ -299,24 +311,43 @@ def generate(
                  and v is not None}
     plan = _resolve(model, generation_config, overrides)
     encoded = model.encode(input_ids, attention_mask, global_attention_mask)  # (B, S, D)
-    cache = model.new_cache(encoded)
+    step = _Step(model, model.new_cache(encoded), attention_mask)
     processors = _processors(plan.cfg, plan.max_length, plan.min_length, plan.eos, model.config.vocab_size,
                              input_ids.device)
     if plan.cfg.num_beams == 1:
-        return _greedy(model, cache, attention_mask, plan, processors, input_ids.shape[0])
-    return _beam_search(model, cache, attention_mask, plan, processors, input_ids.shape[0])
+        return _greedy(step, plan, processors, input_ids.shape[0])
+    return _beam_search(step, plan, processors, input_ids.shape[0])
 
 
-def _next_token_logits(model: LEDForConditionalGeneration, last_tokens: Tensor, cache: DecoderCache,
-                       encoder_attention_mask: Tensor | None) -> Tensor:
-    """(N,) newest tokens -> fp32 logits of the token after them (N, V); the cache grows by one."""
-    logits = model.decode(last_tokens[:, None], None, encoder_attention_mask, cache=cache)
-    return logits[:, -1].float()
+class _Step:
+    """One decoding step: the newest token of every row -> fp32 logits of the token after it.
+
+    The cache holds one cross-attention row per input; rows of the self-attention cache are B (greedy)
+    or B * num_beams (beam search, the beams of an input consecutive), which the decoder groups onto
+    the B cross-attention rows.
+    """
+
+    def __init__(self, model: LEDForConditionalGeneration, cache: DecoderCache,
+                 encoder_attention_mask: Tensor | None):
+        if encoder_attention_mask is not None and bool(encoder_attention_mask.all()):
+            # Without padding the mask changes nothing, and without it SDPA skips turning it into an
+            # additive mask in every layer at every step.
+            encoder_attention_mask = None
+        self.decoder, self.cache, self.encoder_attention_mask = model.led.decoder, cache, encoder_attention_mask
+        self.bias = model.final_logits_bias  # (1, V)
+        weight = model.lm_head.weight  # (V, D)
+        # On CPU, a product of a few rows with the (V, D) matrix takes a slow matrix-vector path: ~4x
+        # slower at V = 50k than with a (D, V) copy, which costs V * D more numbers while generating.
+        self.head_t = weight.t().contiguous() if weight.device.type == "cpu" else weight.t()
+
+    def __call__(self, last_tokens: Tensor) -> Tensor:
+        """(N,) newest tokens -> (N, V) logits; the cache grows by one position."""
+        hidden = self.decoder(last_tokens[:, None], None, self.encoder_attention_mask, cache=self.cache)[:, -1]
+        return (hidden @ self.head_t + self.bias.to(hidden.dtype)).float()
 
 
-def _greedy(model: LEDForConditionalGeneration, cache: DecoderCache, encoder_attention_mask: Tensor | None,
-            plan: _Plan, processors: list[LogitsProcessor], batch: int) -> Tensor:
-    device = cache.cross[0][0].device
+def _greedy(step: _Step, plan: _Plan, processors: list[LogitsProcessor], batch: int) -> Tensor:
+    device = step.head_t.device
     ids = torch.full((batch, plan.max_length), plan.pad if plan.pad is not None else 0, dtype=torch.long,
                      device=device)
     ids[:, 0] = plan.start
@@ -324,7 +355,7 @@ def _greedy(model: LEDForConditionalGeneration, cache: DecoderCache, encoder_att
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     length = 1
     while length < plan.max_length:
-        logits = _next_token_logits(model, ids[:, length - 1], cache, encoder_attention_mask)
+        logits = step(ids[:, length - 1])
         tokens = _apply(processors, ids[:, :length], logits).argmax(-1)
         if eos is not None:  # finished sequences continue with padding
             tokens = torch.where(unfinished, tokens, plan.pad)
@@ -363,14 +394,9 @@ class _Beams:
                    torch.ones((batch, 1), dtype=torch.bool, device=device))
 
 
-def _beam_search(model: LEDForConditionalGeneration, cache: DecoderCache, encoder_attention_mask: Tensor | None,
-                 plan: _Plan, processors: list[LogitsProcessor], batch: int) -> Tensor:
+def _beam_search(step: _Step, plan: _Plan, processors: list[LogitsProcessor], batch: int) -> Tensor:
     beams = plan.cfg.num_beams
-    device = cache.cross[0][0].device
-    # Beams of one input share its encoder output: expand the cross-attention cache once.
-    cache.repeat_interleave(beams)
-    if encoder_attention_mask is not None:
-        encoder_attention_mask = encoder_attention_mask.repeat_interleave(beams, 0)
+    device = step.head_t.device
     state = _Beams.start(batch, beams, plan, device)
     # Keep 2K candidates (more with several EOS ids) so that K stay live even if K of them end here.
     keep = max(2, 1 + len(plan.eos or [])) * beams
@@ -378,7 +404,7 @@ def _beam_search(model: LEDForConditionalGeneration, cache: DecoderCache, encode
     length = 1
     while True:
         last = state.running[:, :, length - 1].reshape(-1)
-        log_probs = F.log_softmax(_next_token_logits(model, last, cache, encoder_attention_mask), dim=-1)
+        log_probs = F.log_softmax(step(last), dim=-1)
         log_probs = _apply(processors, state.running[:, :, :length].reshape(batch * beams, length), log_probs)
         parents, all_ended = _beam_step(state, log_probs, length, keep, eos, plan)
         length += 1
@@ -387,7 +413,7 @@ def _beam_search(model: LEDForConditionalGeneration, cache: DecoderCache, encode
         done = ~state.can_improve.any() | (state.is_finished.all() & early_stopping) | all_ended
         if bool(done):  # the one host sync per step
             break
-        cache.reorder(parents)
+        step.cache.reorder(parents)
     returned = plan.cfg.num_return_sequences
     sequences = state.finished[:, :returned].reshape(batch * returned, plan.max_length)
     return sequences[:, :1 + int(state.finished_lengths[:, :returned].max())]
@@ -426,7 +452,7 @@ def _beam_step(state: _Beams, log_probs: Tensor, length: int, keep: int, eos: Te
 def _add_finished(state: _Beams, candidates: Tensor, top_scores: Tensor, ended: Tensor, length: int,
                   plan: _Plan) -> None:
     """Merge the candidates that just ended into the K best finished hypotheses of each input."""
-    batch, beams = state.running_scores.shape
+    beams = state.running_scores.shape[1]
     cfg = plan.cfg
     # Only the K best candidates may finish; the other K are spares that keep K beams live.
     top_k = torch.arange(candidates.shape[1], device=ended.device) < beams

@@ -1,0 +1,106 @@
+"""Generation (encoder once + token-by-token decoding) of our LED against `transformers`' LED.
+
+Same random weights, same input, same process. Each case is timed after one warm-up run of each, as the
+median of `--repeats` runs (ours and theirs alternating), and the two outputs are compared token for token.
+
+    python bench/bench_generate.py                    # 4,096-token input, greedy 128 and beam-4 64 tokens
+    python bench/bench_generate.py --length 1024 --repeats 5
+    python bench/bench_generate.py --cases beam --profile   # and where our beam search spends its time
+
+EOS is banned until the last step (min_new_tokens = max_new_tokens), so both implementations generate
+exactly the requested number of tokens whatever the random weights prefer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from led import LEDConfig, LEDForConditionalGeneration
+
+SMALL = dict(vocab_size=50265, d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
+             decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, attention_window=512,
+             max_encoder_position_embeddings=16384, max_decoder_position_embeddings=1024, dropout=0.0)
+
+# name -> (description, generate() arguments)
+CASES = {
+    "greedy": ("greedy, 128 new tokens", dict(num_beams=1, max_new_tokens=128, min_new_tokens=128)),
+    "beam": ("beam 4, 64 new tokens", dict(num_beams=4, max_new_tokens=64, min_new_tokens=64)),
+}
+
+
+def timed_pair(ours: Callable[[], Tensor], reference: Callable[[], Tensor],
+               repeats: int) -> tuple[list[float], list[Tensor]]:
+    """Median seconds of `repeats` calls of each, after one warm-up call of each, and their last outputs.
+
+    The two alternate, so that a change in the machine's load hits both alike."""
+    outputs = [ours(), reference()]
+    times: list[list[float]] = [[], []]
+    for _ in range(repeats):
+        for i, fn in enumerate((ours, reference)):
+            start = time.perf_counter()
+            outputs[i] = fn()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times], outputs
+
+
+def profile(fn: Callable[[], Tensor], rows: int = 15) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--length", type=int, default=4096, help="input tokens (batch of 1)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--profile", action="store_true", help="profile one run of ours per case")
+    args = parser.parse_args()
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    hf = transformers.LEDForConditionalGeneration(transformers.LEDConfig(**SMALL)).eval()
+    ours = LEDForConditionalGeneration(LEDConfig(**SMALL)).eval()
+    ours.load_state_dict(hf.state_dict())
+
+    gen = torch.Generator().manual_seed(args.length)
+    input_ids = torch.randint(4, SMALL["vocab_size"], (1, args.length), generator=gen)
+    input_ids[:, 0] = 0
+    global_attention_mask = torch.zeros_like(input_ids)
+    global_attention_mask[:, 0] = 1
+    inputs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                  global_attention_mask=global_attention_mask)
+
+    print(f"input={args.length} tokens, batch 1, threads={args.threads}, median of {args.repeats} after a warm-up, "
+          f"torch={torch.__version__} transformers={transformers.__version__}")
+    header = f"{'case':<24} | {'ours s':>7} {'HF s':>7} {'ours/HF':>7} | identical"
+    print(header)
+    print("-" * len(header))
+    for name in args.cases:
+        description, kwargs = CASES[name]
+        run_ours = functools.partial(ours.generate, **inputs, **kwargs)
+        run_hf = functools.partial(hf.generate, **inputs, **kwargs, do_sample=False)
+        with torch.inference_mode():
+            (t_ours, t_hf), (out_ours, out_hf) = timed_pair(run_ours, run_hf, args.repeats)
+        same = out_ours.shape == out_hf.shape and torch.equal(out_ours, out_hf)
+        print(f"{description:<24} | {t_ours:>7.2f} {t_hf:>7.2f} {t_ours / t_hf:>7.2f} | {'yes' if same else 'no'}")
+        if args.profile:
+            with torch.inference_mode():
+                profile(run_ours)
+
+
+if __name__ == "__main__":
+    main()
