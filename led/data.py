@@ -60,6 +60,7 @@ from led.data_checks import (
     hub_error,
     record_locator,
 )
+from led.faults import stop_signals_blocked
 from led.tokenizer import LEDTokenizer
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.mega_batch_mult = mega_batch_mult
         self.epoch = 0
+        self.skip = 0  # batches the next pass leaves out: set by ResumableDataLoader to resume mid-epoch
         self._cache: tuple[int, list[list[list[int]]]] | None = None
 
     @property
@@ -202,7 +204,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return len(self._steps()) if self.lengths else 0
 
     def __iter__(self) -> Iterator[list[int]]:
-        for step in self._steps():
+        skip, self.skip = self.skip, 0
+        for step in self._steps()[skip:]:
             yield step[self.rank]
 
     def _steps(self) -> list[list[list[int]]]:
@@ -267,6 +270,41 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
 
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a `LengthGroupedBatchSampler` whose place in the epoch is saved in Lightning checkpoints,
+    so a run resumed mid-epoch trains on the batches an uninterrupted run would, not the epoch's first ones again.
+
+    Lightning keeps `state_dict()` of a training loader that has `state_dict`/`load_state_dict` with the fit
+    loop's state. The state is the epoch and how many of its batches were handed out; after `load_state_dict`,
+    the pass over that same epoch starts after them (the sampler skips them: nothing is loaded for them).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epoch = 0
+        self._handed_out = 0
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches) from a checkpoint
+
+    def __iter__(self) -> Iterator[Any]:
+        # A generator: this body runs at the first `next`, after Lightning's `set_epoch` for the epoch.
+        sampler = self.batch_sampler
+        resume_at, self._resume_at = self._resume_at, None
+        skip = resume_at[1] if resume_at is not None and resume_at[0] == sampler.epoch else 0
+        sampler.skip = skip
+        self._epoch, self._handed_out = sampler.epoch, skip
+        with stop_signals_blocked(self.num_workers > 0):  # workers start here; SIGTERM is for the main process
+            batches = super().__iter__()
+        for batch in batches:
+            self._handed_out += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches": self._handed_out}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
 
 # ---------------------------------------------------------------------------------------------- raw text
@@ -680,12 +718,15 @@ class SummarizationDataModule(L.LightningDataModule):
             num_replicas=world_size,
             rank=rank,
         )
-        return DataLoader(
+        return ResumableDataLoader(
             dataset.select_columns(["input_ids", "labels", "id"]),
             batch_sampler=sampler,
             collate_fn=self.collator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            # Its own generator: starting a pass otherwise draws from the global RNG, which would shift the
+            # dropout stream of a resumed run against an uninterrupted one.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def _replicas(self) -> tuple[int, int]:

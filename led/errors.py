@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from led.data import DataError
+from led.faults import CheckpointWriteError
 from led.module import NonFiniteLossError
 from led.training import ConfigError
 
 # ValueError covers LEDConfig / DataModule / checkpoint validation (each names the field and what is valid).
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, NonFiniteLossError, ValueError, FileNotFoundError)
+USER_ERRORS: tuple[type[Exception], ...] = (CheckpointWriteError, ConfigError, DataError, NonFiniteLossError, ValueError, FileNotFoundError)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from led.config import LEDConfig
+from led.faults import restore_rng_states, rng_states
 from led.metrics import compute_rouge
 from led.model import LEDForConditionalGeneration
 
@@ -103,6 +104,7 @@ class LEDSummarizer(L.LightningModule):
         self.skipped_batches = 0
         self._tokenizer = None
         self._predictions: dict[int, str] = {}
+        self._rng_states_to_restore: list[dict[str, Any]] | None = None  # from a checkpoint, see on_train_start
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
@@ -186,6 +188,22 @@ class LEDSummarizer(L.LightningModule):
 
     def _references(self) -> list[str]:
         return self.trainer.datamodule.references("validation")
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Every rank's random states, for an exact resume (dropout); and the model's config, so `led.export`
+        # rebuilds the model without the pretrained files it started from.
+        checkpoint["rng_states"] = rng_states()
+        checkpoint["led_config"] = self.model.config.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_states_to_restore = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        # Restored at the last moment before the first step, so nothing run during setup can shift the streams.
+        if self._rng_states_to_restore:
+            restore_rng_states(self._rng_states_to_restore, self.global_rank, self.trainer.world_size)
+            self._rng_states_to_restore = None
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:

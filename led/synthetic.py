@@ -1,6 +1,6 @@
 """Generate the embedded default corpus: synthetic long "regional survey" reports.
 
-Each report is ~1,000-2,000 tokens of filler and distractor sentences with a handful of key-fact
+Each report is ~1,000 tokens of filler and distractor sentences with a handful of key-fact
 sentences ("Farmers in Kelmor grow barley.") dropped at random positions across the whole report.
 The reference summary lists those facts, one line each, in document order, in a fixed template
 ("Kelmor grows barley."). A model must read the whole report to write it; the lead baseline (the
@@ -153,7 +153,7 @@ def generate_split(name: str, count: int, seed: int, **report_kwargs: float) -> 
 
 
 def write_corpus(out_dir: str | Path, train: int = 4000, validation: int = 200, test: int = 200,
-                 seed: int = 0, min_sentences: int = 80, max_sentences: int = 150, min_facts: int = 4,
+                 seed: int = 0, min_sentences: int = 50, max_sentences: int = 100, min_facts: int = 4,
                  max_facts: int = 6, distractor_rate: float = 0.08) -> dict[str, Path]:
     """Write `{train,validation,test}.jsonl` under `out_dir`; returns the paths by split name."""
     if not 1 <= min_facts <= max_facts <= len(ATTRIBUTES):
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--validation", type=int, default=200)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-sentences", type=int, default=80)
-    parser.add_argument("--max-sentences", type=int, default=150)
+    parser.add_argument("--min-sentences", type=int, default=50)
+    parser.add_argument("--max-sentences", type=int, default=100)
     parser.add_argument("--min-facts", type=int, default=4)
     parser.add_argument("--max-facts", type=int, default=6)
     parser.add_argument("--distractor-rate", type=float, default=0.08)

@@ -16,9 +16,11 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from led.data import SummarizationDataModule
+from led.faults import AtomicCheckpointIO, checkpoint_problem, corrupt_checkpoint_message
 from led.module import LEDSummarizer
 from led.tokenizer import LEDTokenizer
 
@@ -59,7 +61,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
              config.attention_windows, datamodule.source.describe("train"))
 
     trainer = build_trainer(cfg, run_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), run_dir))
+    fit(trainer, module, datamodule, resolve_ckpt_path(cfg.get("ckpt_path"), run_dir), run_dir)
     metrics = final_metrics(trainer, module, datamodule)
     metrics["train_minutes"] = round((time.perf_counter() - started) / 60, 2)
     if trainer.is_global_zero:
@@ -124,8 +126,20 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [build_logger(c, cfg) for c in (cfg.get("logger") or {}).values() if c is not None]
     # The DataModule shards batches over ranks itself (length-grouped, token-budgeted), see docs/CONTRACTS.md.
+    # AtomicCheckpointIO: a crash or a full disk while saving never leaves a truncated checkpoint.
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
-                       use_distributed_sampler=False)
+                       use_distributed_sampler=False, plugins=[AtomicCheckpointIO()])
+
+
+def fit(trainer: L.Trainer, module: LEDSummarizer, datamodule: SummarizationDataModule, ckpt_path: str | None,
+        run_dir: Path) -> None:
+    """`trainer.fit`. SIGTERM or Ctrl+C ends it after the current step with last.ckpt saved (led/faults.py):
+    the process then exits with status 1 and says how to resume, skipping the final validation."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        raise SystemExit(f"training stopped by a signal at step {trainer.global_step}; resume it with "
+                         f"`python train.py ckpt_path=last hydra.run.dir={run_dir}` and the same overrides") from None
 
 
 def build_logger(logger_cfg: DictConfig, cfg: DictConfig) -> Any:
@@ -155,15 +169,21 @@ def wandb_credentials_available() -> bool:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`last` resumes from this run's last checkpoint (None when there is none yet); a path must exist."""
+    """`last` resumes from this run's last checkpoint (None when there is none yet); a path must exist.
+    A checkpoint file is checked whole first (led.faults.checkpoint_problem); sharded FSDP ones are directories."""
     if not ckpt_path:
         return None
     if ckpt_path == "last":
         last = run_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
-    if not Path(ckpt_path).is_file():
+        if not last.exists():
+            return None
+        ckpt_path = str(last)
+    if not Path(ckpt_path).exists():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a .ckpt file of an earlier run, or "
                           "ckpt_path=last with that run's run_dir")
+    problem = checkpoint_problem(Path(ckpt_path)) if Path(ckpt_path).is_file() else None
+    if problem is not None:  # one line here, not a torch.load traceback (or, for damaged bytes, NaN weights)
+        raise ConfigError(corrupt_checkpoint_message(Path(ckpt_path), problem))
     return ckpt_path
 
 

@@ -1,0 +1,191 @@
+"""Export a training checkpoint as a Hugging Face model directory.
+
+    python -m led.export ckpt_path=outputs/train/RUN/checkpoints/last.ckpt out=models/my-led
+    python -m led.export ckpt_path=outputs/train/RUN/checkpoints/last.ckpt out=models/my-led overwrite=true
+
+Arguments are `key=value` pairs, the fields of `ExportConfig` below. `ckpt_path` is a `.ckpt` file written by
+`train.py` (`led.module.LEDSummarizer`), or the directory of a sharded FSDP checkpoint (`trainer=fsdp`).
+
+`out` receives `config.json`, `model.safetensors`, `generation_config.json` (the run's validation generation
+settings, e.g. num_beams, plus the model's special token ids) and the tokenizer files, so that
+`transformers.LEDForConditionalGeneration.from_pretrained(out)`, `transformers.AutoTokenizer.from_pretrained(out)`,
+`led.LEDForConditionalGeneration.from_pretrained(out)` and `python evaluate.py ckpt_path=out` all load it.
+Everything is written into a temporary directory beside `out` and renamed into place: `out` is never half-written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from led.checkpoint import match_state_dict
+from led.config import LEDConfig
+from led.faults import checkpoint_problem, corrupt_checkpoint_message
+from led.generation import GenerationConfig
+from led.model import LEDForConditionalGeneration
+from led.tokenizer import LEDTokenizer
+
+log = logging.getLogger(__name__)
+
+USAGE = "usage: python -m led.export ckpt_path=RUN/checkpoints/last.ckpt out=DIR [overwrite=true] [tokenizer=DIR]"
+VALID_CKPT = ("a .ckpt file written by train.py (e.g. outputs/train/RUN/checkpoints/last.ckpt) or the directory "
+              "of a sharded FSDP checkpoint")
+
+
+@dataclass
+class ExportConfig:
+    ckpt_path: str = MISSING  # a .ckpt of led.module.LEDSummarizer, or a sharded FSDP checkpoint directory
+    out: str = MISSING  # the Hugging Face-format directory to write
+    overwrite: bool = False  # replace an existing, non-empty `out`
+    tokenizer: str | None = None  # the tokenizer to ship; default: the one the checkpoint names
+
+
+class ExportError(ValueError):
+    """A problem with the export's inputs that the user can fix; `main` prints it as one line."""
+
+
+def export(ckpt_path: str | Path, out: str | Path, overwrite: bool = False, tokenizer: str | None = None) -> Path:
+    """Write the model of a LEDSummarizer checkpoint, its generation settings and its tokenizer to `out`."""
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ExportError(f"out={out} exists and is not an empty directory; give overwrite=true to replace it, "
+                          "or another out=")
+    checkpoint = read_checkpoint(Path(ckpt_path).expanduser())
+    hparams = dict(checkpoint["hyper_parameters"])
+    model = rebuild_model(checkpoint, str(ckpt_path))
+    generation = generation_config(dict(hparams.get("generation") or {}), model.config)
+    tokenizer_source = tokenizer or hparams.get("tokenizer") or (hparams.get("model") or {}).get("pretrained")
+    if not tokenizer_source:
+        raise ExportError(f"{ckpt_path} does not name its tokenizer; give tokenizer=DIR (or a Hub id)")
+    try:
+        text_tokenizer = LEDTokenizer.from_pretrained(tokenizer_source)
+    except (OSError, ValueError) as error:
+        raise ExportError(f"cannot load the tokenizer {tokenizer_source!r} the checkpoint names ({error}); "
+                          "give tokenizer=DIR (e.g. the run directory's tokenizer/)") from error
+
+    def write(directory: Path) -> None:
+        model.save_pretrained(directory)
+        generation.save(directory)
+        text_tokenizer.save_pretrained(directory)
+
+    _write_directory(out, write)
+    log.info("exported %s (step %s) to %s", ckpt_path, checkpoint.get("global_step"), out)
+    return out
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at `path` as a dict with `state_dict` and `hyper_parameters` (ExportError otherwise)."""
+    if path.is_dir():
+        if not (path / "meta.pt").is_file():
+            raise ExportError(f"ckpt_path={path} is a directory without meta.pt; give {VALID_CKPT}")
+        from lightning.fabric.utilities.load import _load_distributed_checkpoint
+
+        checkpoint = _load_distributed_checkpoint(path)  # the full state dict, gathered in CPU memory
+        checkpoint["state_dict"] = checkpoint.pop("model", checkpoint.get("state_dict"))
+    elif not path.is_file():
+        raise ExportError(f"ckpt_path={path} does not exist; give {VALID_CKPT}")
+    else:
+        problem = checkpoint_problem(path)
+        if problem is not None:
+            raise ExportError(corrupt_checkpoint_message(path, problem))
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:  # noqa: BLE001 - whatever torch raises, say which file and what is valid
+            raise ExportError(f"ckpt_path={path} could not be read ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''}); give {VALID_CKPT}") from None
+    if not isinstance(checkpoint, dict) or "model" not in (checkpoint.get("hyper_parameters") or {}) \
+            or "state_dict" not in checkpoint:
+        raise ExportError(f"ckpt_path={path} is not a checkpoint of led.module.LEDSummarizer (no state_dict or no "
+                          f"'model' hyper-parameters); give {VALID_CKPT}")
+    return checkpoint
+
+
+def rebuild_model(checkpoint: dict[str, Any], source: str) -> LEDForConditionalGeneration:
+    """The LED model of a checkpoint, built from the config it stores (no pretrained files needed)."""
+    if "led_config" in checkpoint:
+        config = LEDConfig.from_dict(checkpoint["led_config"])
+    else:  # written before LEDSummarizer stored its config: rebuild it as training did (may read `pretrained`)
+        from led.module import build_model
+
+        settings = {k: v for k, v in checkpoint["hyper_parameters"]["model"].items() if k != "gradient_checkpointing"}
+        config = build_model(**settings).config
+    state = {name.removeprefix("model."): tensor for name, tensor in checkpoint["state_dict"].items()
+             if name.startswith("model.")}
+    with torch.device("meta"):
+        model = LEDForConditionalGeneration(config)
+    model.load_state_dict(match_state_dict(model, state, source), assign=True)
+    model.tie_weights()  # assign=True put a separate tensor in each of the embedding's four places
+    return model.float().eval()  # fp32 parameters, as `transformers` loads them by default
+
+
+def generation_config(settings: dict[str, Any], config: LEDConfig) -> GenerationConfig:
+    """The run's generation settings (`generate` keyword arguments, named as in transformers' GenerationConfig)
+    over the model config's special token ids and generation keys."""
+    known = {field.name for field in dataclasses.fields(GenerationConfig)}
+    if set(settings) - known:
+        log.warning("generation settings %s are not GenerationConfig fields; generation_config.json leaves them out",
+                    sorted(set(settings) - known))
+    return GenerationConfig.from_model_config(config).update(
+        GenerationConfig.from_dict({k: v for k, v in settings.items() if k in known}))
+
+
+def _write_directory(out: Path, write: Callable[[Path], None]) -> None:
+    """`write(directory)` into `.<out>.tmp-<pid>` beside `out`, then rename it to `out` (replacing it)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        write(staging)
+        if out.is_dir() and any(out.iterdir()):
+            # A directory cannot be renamed over a non-empty one: move the old one aside for a moment.
+            previous = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, previous)
+            os.replace(staging, out)
+            shutil.rmtree(previous)
+        else:
+            if out.is_dir():
+                out.rmdir()
+            elif out.exists():
+                out.unlink()
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg: ExportConfig = OmegaConf.to_object(  # type: ignore[assignment]
+            OmegaConf.merge(OmegaConf.structured(ExportConfig), OmegaConf.from_dotlist(args)))
+    except OmegaConfBaseException as error:  # missing/unknown key, wrong type
+        _fail(f"{str(error).splitlines()[0]}; {USAGE}")
+    try:
+        out = export(cfg.ckpt_path, cfg.out, overwrite=cfg.overwrite, tokenizer=cfg.tokenizer)
+    except ExportError as error:
+        _fail(str(error))
+    print(f"wrote {out}: transformers' LEDForConditionalGeneration.from_pretrained({str(out)!r}) and "
+          f"`python evaluate.py ckpt_path={out}` load it")
+    return out
+
+
+def _fail(message: str) -> None:
+    print(f"led.export: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main()

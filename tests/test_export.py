@@ -1,0 +1,164 @@
+"""`python -m led.export`: a training checkpoint becomes a Hugging Face directory in which `transformers` and
+`led` find the same model (logits), generation settings and tokenizer (ids); bad inputs give one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from test_training import FEW_STEPS, TINY_CORPUS, TINY_MODEL, make_config
+
+from led.evaluation import load_model
+from led.export import main as export_main
+from led.model import LEDForConditionalGeneration
+from led.module import LEDSummarizer
+from led.tokenizer import LEDTokenizer
+from led.training import train
+
+transformers = pytest.importorskip("transformers")
+
+TEXTS = ["The survey of the northern region found 12 new wells.", "  leading spaces\nand a newline, ü ß 東京",
+         "<mask> tokens and </s> in text"]
+HF_FILES = ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "vocab.json",
+            "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Any:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model is much faster on one thread of a shared machine
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """last.ckpt of a 3-step run of the tiny model (dropout on, beam search for validation)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("trained")
+    train(make_config(tmp, f"data.synthetic.dir={tmp / 'corpus'}", *TINY_CORPUS, *TINY_MODEL, *FEW_STEPS,
+                      "trainer.limit_val_batches=1"))
+    torch.set_num_threads(threads)
+    return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+def inputs(tokenizer: LEDTokenizer) -> dict[str, torch.Tensor]:
+    """Two documents of different lengths (right-padded, first token global) and teacher-forced summaries."""
+    ids = [tokenizer.encode(" ".join(TEXTS) * 3), tokenizer.encode(TEXTS[0])]
+    length = max(map(len, ids))
+    input_ids = torch.full((2, length), tokenizer.pad_token_id)
+    attention_mask = torch.zeros(2, length, dtype=torch.long)
+    for row, sequence in enumerate(ids):
+        input_ids[row, : len(sequence)] = torch.tensor(sequence)
+        attention_mask[row, : len(sequence)] = 1
+    global_attention_mask = torch.zeros_like(input_ids)
+    global_attention_mask[:, 0] = 1
+    decoder_input_ids = torch.tensor([[2] + tokenizer.encode(TEXTS[1])[:9]] * 2)
+    return dict(input_ids=input_ids, attention_mask=attention_mask, global_attention_mask=global_attention_mask,
+                decoder_input_ids=decoder_input_ids)
+
+
+def logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(**batch).logits
+
+
+def test_export_loads_in_transformers_and_led_with_the_same_logits(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exported"
+    assert export_main([f"ckpt_path={checkpoint}", f"out={out}"]) == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]  # no staging directory left beside it
+    for name in HF_FILES:
+        assert (out / name).is_file(), name
+
+    module = LEDSummarizer.load_from_checkpoint(str(checkpoint), map_location="cpu")
+    tokenizer = LEDTokenizer.from_pretrained(module.hparams.tokenizer)
+    batch = inputs(tokenizer)
+    expected = logits(module.model, batch)
+    hf, info = transformers.LEDForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    torch.testing.assert_close(logits(hf, batch), expected, atol=1e-4, rtol=0)
+    ours = LEDForConditionalGeneration.from_pretrained(out)
+    torch.testing.assert_close(logits(ours, batch), expected, atol=1e-4, rtol=0)
+
+    # The run's validation generation settings, with the special token ids, as transformers reads them.
+    generation = transformers.GenerationConfig.from_pretrained(out)
+    assert (generation.num_beams, generation.max_new_tokens, generation.early_stopping) == (2, 6, True)
+    assert (generation.bos_token_id, generation.pad_token_id, generation.eos_token_id,
+            generation.decoder_start_token_id) == (0, 1, 2, 2)
+    assert ours.generation_config.num_beams == 2
+
+    hf_tokenizer = transformers.BartTokenizerFast.from_pretrained(out)
+    for text in TEXTS:
+        assert hf_tokenizer(text)["input_ids"] == tokenizer.encode(text), text
+
+    # evaluate.py ckpt_path=DIR: the model and the tokenizer come from the directory.
+    loaded = load_model(str(out))
+    assert loaded.tokenizer == str(out)
+    torch.testing.assert_close(logits(loaded.model, batch), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_sharded_fsdp_checkpoint_directory_exports_too(checkpoint: Path, tmp_path: Path) -> None:
+    # The layout Lightning's FSDPStrategy writes with state_dict_type="sharded": the weights through
+    # torch.distributed.checkpoint under "model", everything else in meta.pt.
+    import torch.distributed.checkpoint as dcp
+
+    full = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    sharded = tmp_path / "last.ckpt"
+    dcp.save({"model": full.pop("state_dict")}, checkpoint_id=sharded, no_dist=True)
+    full.pop("optimizer_states")
+    torch.save(full, sharded / "meta.pt")
+    export_main([f"ckpt_path={sharded}", f"out={tmp_path / 'from_sharded'}"])
+    export_main([f"ckpt_path={checkpoint}", f"out={tmp_path / 'from_file'}"])
+    for name in ("config.json", "generation_config.json", "tokenizer.json"):
+        assert (tmp_path / "from_sharded" / name).read_text() == (tmp_path / "from_file" / name).read_text()
+    batch = inputs(LEDTokenizer.from_pretrained(tmp_path / "from_file"))
+    torch.testing.assert_close(logits(LEDForConditionalGeneration.from_pretrained(tmp_path / "from_sharded"), batch),
+                               logits(LEDForConditionalGeneration.from_pretrained(tmp_path / "from_file"), batch),
+                               atol=0, rtol=0)
+
+
+def test_existing_output_is_replaced_only_when_asked(checkpoint: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([f"ckpt_path={checkpoint}", f"out={out}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (f"led.export: out={out} exists and is not an empty directory; give "
+                                       "overwrite=true to replace it, or another out=\n")
+    assert (out / "notes.txt").read_text() == "keep me"
+    export_main([f"ckpt_path={checkpoint}", f"out={out}", "overwrite=true"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(HF_FILES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.parametrize("problem", ["missing", "directory", "truncated", "not_lightning", "no_arguments"])
+def test_bad_checkpoint_paths_are_one_line_errors(problem: str, checkpoint: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "last.ckpt"
+    if problem == "directory":
+        path.mkdir()
+    elif problem == "truncated":
+        path.write_bytes(checkpoint.read_bytes()[:100_000])
+    elif problem == "not_lightning":
+        torch.save({"weights": torch.zeros(3)}, path)
+    args = [] if problem == "no_arguments" else [f"ckpt_path={path}", f"out={tmp_path / 'out'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        export_main(args)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("led.export: ") and error.count("\n") == 1, error
+    expected = {
+        "missing": f"ckpt_path={path} does not exist; give a .ckpt file written by train.py",
+        "directory": f"ckpt_path={path} is a directory without meta.pt; give a .ckpt file written by train.py",
+        "truncated": f"checkpoint {path} is corrupt or truncated (File is not a zip file",
+        "not_lightning": f"ckpt_path={path} is not a checkpoint of led.module.LEDSummarizer",
+        "no_arguments": "usage: python -m led.export ckpt_path=",
+    }[problem]
+    assert expected in error, error
+    assert not (tmp_path / "out").exists()
