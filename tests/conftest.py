@@ -56,3 +56,13 @@ def make_batch(vocab_size: int, lengths: list[int], target_length: int, globals_
     labels[0, target_length // 2:] = -100
     return dict(input_ids=input_ids, attention_mask=attention_mask,
                 global_attention_mask=None if globals_ == "none" else global_mask, labels=labels)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    # The test models are tiny: thread start-up and contention cost more than the parallel matmuls save
+    # (up to 20x slower with 2 threads on a shared 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
