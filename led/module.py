@@ -102,7 +102,6 @@ class LEDSummarizer(L.LightningModule):
             self.model.gradient_checkpointing_enable()
         self.generation = dict(generation or {})
         self.skipped_batches = 0
-        self._tokenizer = None
         self._predictions: dict[int, str] = {}
         self._rng_states_to_restore: list[dict[str, Any]] | None = None  # from a checkpoint, see on_train_start
 

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from led.data import SummarizationDataModule
+from led.data import FILE_FORMATS, SummarizationDataModule, check_data_file
 from led.faults import AtomicCheckpointIO, checkpoint_problem, corrupt_checkpoint_message
 from led.module import LEDSummarizer
 from led.tokenizer import LEDTokenizer
@@ -99,7 +99,9 @@ def train_tokenizer(data: dict[str, Any], out_dir: Path) -> str:
         return str(out_dir)
     import datasets
 
-    documents = datasets.load_dataset(_file_format(train_file), data_files=str(train_file), split="train")
+    # The DataModule's own file check, so a bad train_file gets its one-line DataError here, before the tokenizer.
+    path = check_data_file("train_file", str(train_file))
+    documents = datasets.load_dataset(FILE_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
     limit = min(len(documents), int(data.get("tokenizer_training_docs") or len(documents)))
     fields = [data.get("source_field", "article"), data.get("summary_field", "abstract")]
 
@@ -114,11 +116,6 @@ def train_tokenizer(data: dict[str, Any], out_dir: Path) -> str:
     log.info("trained a %d-token BPE tokenizer on %d documents of %s -> %s", tokenizer.vocab_size, limit,
              train_file, out_dir)
     return str(out_dir)
-
-
-def _file_format(path: str) -> str:
-    suffix = Path(path).suffix.lower()
-    return {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(suffix, "json")
 
 
 # ---------------------------------------------------------------------------------------- trainer
