@@ -11,18 +11,24 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
-
-from led.errors import USER_ERRORS
-from led.training import train
 
 
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parent / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    # Imported here, after Hydra composed the config: a mistyped override is reported in a second, not after
+    # the ten it takes to import torch and Lightning.
+    from led.errors import USER_ERRORS
+    from led.training import train
+
     try:
         metrics = train(cfg)
     except USER_ERRORS as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        # In a sweep (-m) the error goes to Hydra, which records the job as failed (led/sweep.py's table) and
+        # runs the next one; sys.exit would end the whole sweep.
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -149,7 +149,12 @@ def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], dict[str, list[str]]
     datamodule = build_datamodule(cfg, loaded)
     model = loaded.model.to(device=device, dtype=dtype).eval()
 
-    dataset = datamodule.dataset(cfg.split)
+    from led.data import DataError
+
+    try:
+        dataset = datamodule.dataset(cfg.split)
+    except DataError as error:  # a bad record in the file to evaluate on: one line from evaluate.py too
+        raise EvaluationError(str(error)) from error
     if cfg.limit is not None:
         dataset = dataset.select(range(min(int(cfg.limit), len(dataset))))
     references = list(dataset["reference"])
@@ -211,7 +216,8 @@ def load_model(ckpt_path: str) -> LoadedModel:
     path = Path(ckpt_path).expanduser()
     if path.is_file():
         return _load_lightning_checkpoint(path)
-    if not path.is_dir() and ckpt_path.startswith(("/", ".", "~")):
+    # Hub ids never end in .ckpt: a missing Lightning checkpoint is not looked up on the Hub.
+    if not path.is_dir() and (ckpt_path.startswith(("/", ".", "~")) or path.suffix == ".ckpt"):
         raise EvaluationError(
             f"ckpt_path={ckpt_path!r} does not exist; give a Lightning checkpoint file (.ckpt), "
             "a directory with config.json + model.safetensors + tokenizer files, or a Hub id"

@@ -8,7 +8,9 @@
   training, and when the run is stopped by SIGTERM (preemption, `scancel`, `kill`) or Ctrl+C.
 - `rng_states()` / `restore_rng_states()`: the torch, CUDA, numpy and Python random states of every rank, kept in
   each checkpoint by `LEDSummarizer`, so dropout continues after a resume exactly as without the interruption.
-- `checkpoint_problem(path)`: what is wrong with a truncated or damaged checkpoint file (checked before resuming).
+- `checkpoint_problem(path)`: what is wrong with a truncated or damaged checkpoint file (checked before resuming);
+  `checkpoint_mismatch(path, module)`: how a checkpoint's weights do not fit the model (another size, vocabulary).
+- `stop_at_once_on_signals()`: after training, SIGTERM or Ctrl+C stop the final validation at once (`StopRequested`).
 
 The position inside the epoch is kept by `led.data.ResumableDataLoader`; Lightning restores model, optimizer,
 scheduler and loop counters itself.
@@ -161,6 +163,34 @@ def corrupt_checkpoint_message(path: Path, problem: str) -> str:
             f"{earlier} with ckpt_path=PATH, or start over with ckpt_path=null")
 
 
+def checkpoint_mismatch(path: Path, module: torch.nn.Module) -> str | None:
+    """How the weights in the Lightning checkpoint at `path` differ from `module`'s (names and shapes), or None when
+    they fit. The tensors are memory-mapped, not read; a checkpoint torch cannot open this way is left to Lightning."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        saved = {name: tuple(tensor.shape) for name, tensor in checkpoint["state_dict"].items()}
+    except Exception:  # noqa: BLE001 - Lightning loads it next and reports its own error
+        return None
+    expected = {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+    missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
+    reshaped = [f"{name} {saved[name]} vs {expected[name]}" for name in sorted(saved.keys() & expected.keys())
+                if saved[name] != expected[name]]
+    if not (missing or unexpected or reshaped):
+        return None
+    parts = [f"{len(reshaped)} weights of another shape (checkpoint vs this model), e.g. {reshaped[0]}" if reshaped
+             else "", f"{len(missing)} missing, e.g. {missing[0]}" if missing else "",
+             f"{len(unexpected)} not in this model, e.g. {unexpected[0]}" if unexpected else ""]
+    config = getattr(getattr(module, "model", None), "config", None)  # an LEDSummarizer's LEDConfig
+    saved_config = checkpoint.get("led_config")
+    if isinstance(saved_config, dict) and config is not None:
+        ours = config.to_dict()
+        differing = [key for key in sorted(saved_config) if key in ours and saved_config[key] != ours[key]]
+        if differing:
+            parts.insert(0, "it was saved with " + ", ".join(f"{key}={saved_config[key]}" for key in differing[:6])
+                         + ", this run has " + ", ".join(f"{key}={ours[key]}" for key in differing[:6]))
+    return "; ".join(part for part in parts if part)
+
+
 # ---------------------------------------------------------------------------------------------- last.ckpt
 class ResumeCheckpoint(ModelCheckpoint):
     """`<dirpath>/last.ckpt`: every `every_n_train_steps` optimizer steps, at the end of training, and on SIGTERM
@@ -230,6 +260,36 @@ def stop_signals_blocked(active: bool = True) -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class StopRequested(BaseException):
+    """SIGTERM or SIGINT inside `stop_at_once_on_signals()`. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way (a data loader, a metric) takes it for an error of its own."""
+
+
+@contextlib.contextmanager
+def stop_at_once_on_signals() -> Iterator[None]:
+    """Within the block SIGTERM and SIGINT raise `StopRequested` at once in the main thread.
+
+    For the work after training (the final validation), which saves nothing: training finishes its step on a signal so
+    that last.ckpt holds it, but here there is nothing to finish and a scheduler's grace period is better not spent on
+    it. Lightning's SIGTERM handler, which `trainer.validate` installs, calls the handler it replaces (this one), so
+    the stop also works inside Lightning. Files being written are written whole or not at all: the exception comes
+    between two Python instructions, lines are appended by single writes and other files are replaced atomically.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise StopRequested(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # ---------------------------------------------------------------------------------------------- random states

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,18 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from led.config_checks import setting_problems
 from led.data import FILE_FORMATS, SummarizationDataModule, check_data_file
-from led.faults import AtomicCheckpointIO, checkpoint_problem, corrupt_checkpoint_message
+from led.distributed import check_launch
+from led.faults import (
+    AtomicCheckpointIO,
+    ResumeCheckpoint,
+    StopRequested,
+    checkpoint_mismatch,
+    checkpoint_problem,
+    corrupt_checkpoint_message,
+    stop_at_once_on_signals,
+)
 from led.module import LEDSummarizer
 from led.tokenizer import LEDTokenizer
 
@@ -36,12 +47,18 @@ class ConfigError(ValueError):
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit the model `cfg` describes and return the final validation metrics (also in metrics.json)."""
+    """Fit the model `cfg` describes and return the final validation metrics (also in metrics.json).
+
+    Settings are checked before any work (led/config_checks.py, the checkpoint, then the DataModule against the
+    model); config.yaml is written once all passed, so a rejected resume leaves the run directory as it was.
+    """
     started = time.perf_counter()
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, run_dir / "config.yaml")
+    problems = setting_problems(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    run_dir = make_run_dir(Path(cfg.run_dir))
     L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
 
     data_settings = prepare_data_settings(cfg, run_dir)
     module = LEDSummarizer(
@@ -52,17 +69,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         tokenizer=data_settings["tokenizer"],
         **_container(cfg.module),
     )
+    check_checkpoint_fits(ckpt_path, module)
     config = module.model.config
     # The DataModule checks lengths and vocabulary against the model before tokenising anything.
     data_settings.update(pad_to_multiple_of=config.max_window, max_encoder_positions=config.max_encoder_position_embeddings,
                          max_decoder_positions=config.max_decoder_position_embeddings, model_vocab_size=config.vocab_size)
     datamodule = SummarizationDataModule(**data_settings)
-    log.info("model: %s parameters, windows %s; data: %s", f"{module.model.num_parameters():,}",
-             config.attention_windows, datamodule.source.describe("train"))
+    # Loading the tokenizer checks its vocabulary against the embeddings now, not when fit tokenises the data.
+    log.info("model: %s parameters, windows %s; tokenizer: %d tokens; data: %s", f"{module.model.num_parameters():,}",
+             config.attention_windows, datamodule.tokenizer.vocab_size, datamodule.source.describe("train"))
 
+    save_resolved_config(cfg, run_dir / "config.yaml")
     trainer = build_trainer(cfg, run_dir)
-    fit(trainer, module, datamodule, resolve_ckpt_path(cfg.get("ckpt_path"), run_dir), run_dir)
-    metrics = final_metrics(trainer, module, datamodule)
+    check_launch(trainer)
+    fit(trainer, module, datamodule, ckpt_path, cfg, run_dir)
+    metrics = final_validation(trainer, module, datamodule, cfg, run_dir)
     metrics["train_minutes"] = round((time.perf_counter() - started) / 60, 2)
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
@@ -129,14 +150,53 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
 
 
 def fit(trainer: L.Trainer, module: LEDSummarizer, datamodule: SummarizationDataModule, ckpt_path: str | None,
-        run_dir: Path) -> None:
+        cfg: DictConfig, run_dir: Path) -> None:
     """`trainer.fit`. SIGTERM or Ctrl+C ends it after the current step with last.ckpt saved (led/faults.py):
-    the process then exits with status 1 and says how to resume, skipping the final validation."""
+    the process then exits with status 1 and says how to resume (or, after the last step, how to compute the
+    metrics), skipping the final validation."""
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SIGTERMException:
+        if trainer.fit_loop.done:  # the signal came during the last step: nothing is left to resume
+            raise SystemExit(not_validated_message(trainer, cfg, run_dir)) from None
         raise SystemExit(f"training stopped by a signal at step {trainer.global_step}; resume it with "
                          f"`python train.py ckpt_path=last hydra.run.dir={run_dir}` and the same overrides") from None
+
+
+def final_validation(trainer: L.Trainer, module: LEDSummarizer, datamodule: SummarizationDataModule,
+                     cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """`final_metrics`, unless SIGTERM or Ctrl+C comes (or came while fit saved last.ckpt): the weights are saved,
+    so the run stops at once and says how to compute the metrics with evaluate.py."""
+    try:
+        with stop_at_once_on_signals():
+            if trainer.received_sigterm:  # it came after the last step, while fit saved last.ckpt and returned
+                raise StopRequested("SIGTERM")
+            return final_metrics(trainer, module, datamodule)
+    except StopRequested:
+        raise SystemExit(not_validated_message(trainer, cfg, run_dir)) from None
+
+
+def not_validated_message(trainer: L.Trainer, cfg: DictConfig, run_dir: Path) -> str:
+    stopped = (f"training finished at step {trainer.global_step}, but a signal stopped the run before the final "
+               "validation: metrics.json was not written")
+    saved = [Path(c.last_model_path) for c in trainer.callbacks if isinstance(c, ResumeCheckpoint) and c.last_model_path]
+    if not saved or not saved[0].is_file():
+        return f"{stopped}, and no last.ckpt was saved (callbacks.last_checkpoint is not set)"
+    return (f"{stopped}. The weights are in {saved[0]}; compute the metrics with "
+            f"`{evaluate_command(cfg, saved[0], run_dir)}`")
+
+
+def evaluate_command(cfg: DictConfig, checkpoint: Path, run_dir: Path) -> str:
+    """The evaluate.py command that scores `checkpoint` on the final validation's examples with its generation
+    settings (ROUGE with confidence intervals and the lead baseline; not the validation loss)."""
+    arguments = [f"ckpt_path={checkpoint}", "split=validation"]
+    if int(cfg.module.val_rouge_examples) > 0:
+        arguments.append(f"limit={int(cfg.module.val_rouge_examples)}")
+    # conf/eval.yaml's own generation settings (the arXiv recipe's) give way to this run's.
+    arguments.append("~generation")
+    arguments += [f"+generation.{key}={json.dumps(value)}" for key, value in _container(cfg.generation).items()]
+    arguments.append(f"output_dir={run_dir / 'final_validation'}")
+    return " ".join(["python evaluate.py", *map(shlex.quote, arguments)])
 
 
 def build_logger(logger_cfg: DictConfig, cfg: DictConfig) -> Any:
@@ -165,6 +225,18 @@ def wandb_credentials_available() -> bool:
     return any("wandb" in host for host in hosts)
 
 
+def make_run_dir(run_dir: Path) -> Path:
+    """`run_dir`, created: one that cannot be created or written to is one line now, not a traceback later."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"run_dir={run_dir} cannot be created ({error.strerror or error}); choose another "
+                          "directory with hydra.run.dir=DIR") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"run_dir={run_dir} is not writable; choose another directory with hydra.run.dir=DIR")
+    return run_dir
+
+
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     """`last` resumes from this run's last checkpoint (None when there is none yet); a path must exist.
     A checkpoint file is checked whole first (led.faults.checkpoint_problem); sharded FSDP ones are directories."""
@@ -182,6 +254,18 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     if problem is not None:  # one line here, not a torch.load traceback (or, for damaged bytes, NaN weights)
         raise ConfigError(corrupt_checkpoint_message(Path(ckpt_path), problem))
     return ckpt_path
+
+
+def check_checkpoint_fits(ckpt_path: str | None, module: LEDSummarizer) -> None:
+    """A checkpoint of another model (size, vocabulary, layers) is one line here, not Lightning's state-dict error
+    after the data is tokenised. Sharded (FSDP) checkpoints are directories and are left to Lightning."""
+    if ckpt_path is None or not Path(ckpt_path).is_file():
+        return
+    problem = checkpoint_mismatch(Path(ckpt_path), module)
+    if problem is not None:
+        raise ConfigError(f"ckpt_path={ckpt_path} holds another model than this run builds ({problem}); resume with "
+                          "the model settings of the run that saved it (its config.yaml), or start over with "
+                          "ckpt_path=null")
 
 
 # ---------------------------------------------------------------------------------------- results

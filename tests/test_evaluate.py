@@ -160,3 +160,16 @@ def test_generates_with_a_hugging_face_directory(tmp_path: Path, tiny_model_dir:
     lead = metrics["baselines"]["lead"]
     assert lead["num_examples"] == 3 and lead["rouge1"] > 0  # the lead sentences share words with the abstracts
     assert json.loads((out / "metrics.json").read_text()) == metrics
+
+
+def test_bad_record_in_the_file_to_evaluate_on_is_an_evaluation_error(tmp_path: Path, tiny_model_dir: Path) -> None:
+    test_file = write_lines(tmp_path / "test.jsonl", [json.dumps({"article": ARTICLES[0], "abstract": ABSTRACTS[0]}),
+                                                       '{"article": "a", abstract: "b"}'])
+    cfg = eval_config(f"ckpt_path={tiny_model_dir}", f"output_dir={tmp_path / 'out'}", f"+data.test_file={test_file}",
+                      f"+data.cache_dir={tmp_path / 'cache'}", "+data.max_input_length=48", "+data.max_target_length=16",
+                      "device=cpu")
+    # evaluate.py prints an EvaluationError as one line (a DataError would have been a traceback)
+    with pytest.raises(EvaluationError, match=r"test\.jsonl.*line 2: not valid JSON") as error:
+        evaluate(cfg)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out" / "metrics.json").exists()

@@ -5,10 +5,12 @@ damaged checkpoint is reported in one line."""
 from __future__ import annotations
 
 import builtins
+import csv
 import errno
 import os
 import random
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,11 +22,14 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.trainer.states import TrainerFn
 from test_training import ROOT, TINY_CORPUS, TINY_MODEL, make_config
 from torch.utils.data import DataLoader
 
 import led.faults
 from led.data import LengthGroupedBatchSampler, ResumableDataLoader
+from led.evaluation import evaluate
 from led.faults import (
     AtomicCheckpointIO,
     CheckpointWriteError,
@@ -32,6 +37,7 @@ from led.faults import (
     restore_rng_states,
     rng_states,
 )
+from led.module import NonFiniteLossError
 from led.training import ConfigError, build_trainer, resolve_ckpt_path, train
 
 # 12 training records in batches of 2: 6 steps an epoch, so 8 steps cross into a second epoch. Dropout is on
@@ -92,6 +98,39 @@ class SignalAt(L.Callback):
                              batch_idx: int) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+# What the run directory held when a test callback acted (signal sent, loss poisoned), by run directory.
+FILES_AT_SIGNAL: dict[str, dict[str, bytes]] = {}
+
+
+def files(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+class SignalInFinalValidation(L.Callback):
+    """Sends SIGTERM to this process at the first batch of the validation after fit (`trainer.validate`), after
+    recording the run directory's files as they are then."""
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            FILES_AT_SIGNAL[trainer.default_root_dir] = files(Path(trainer.default_root_dir))
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class NaNLossAt(L.Callback):
+    """From optimizer step `step` on, the loss is NaN (a diverged run): the logits bias is set to NaN at the start of
+    that step, after recording the run directory's files."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            FILES_AT_SIGNAL[trainer.default_root_dir] = files(Path(trainer.default_root_dir))
+            pl_module.model.final_logits_bias.fill_(float("nan"))
 
 
 def start_training(run_dir: Path, overrides: list[str], pause_at: int) -> subprocess.Popen:
@@ -173,6 +212,88 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tmp_path: Path, uninterru
         train(cfg)
     assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 3
     assert signal.getsignal(signal.SIGINT) is sigint_handler
+
+
+def test_sigterm_during_the_final_validation_stops_at_once_and_says_how_to_evaluate(
+        tmp_path: Path, uninterrupted: tuple[list[str], dict]) -> None:
+    overrides, _ = uninterrupted
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    cfg = make_config(tmp_path, *overrides, "trainer.max_steps=3",
+                      "+callbacks.stop._target_=test_resume.SignalInFinalValidation")
+    with pytest.raises(SystemExit) as stopped:
+        train(cfg)
+    message = str(stopped.value)
+    assert message.startswith(
+        "training finished at step 3, but a signal stopped the run before the final validation: metrics.json was not "
+        f"written. The weights are in {last}; compute the metrics with `python evaluate.py ckpt_path={last} "
+        "split=validation limit=1 '~generation' +generation.num_beams=1 +generation.max_new_tokens=4 ")
+    assert "\n" not in message and load(last)["global_step"] == 3
+    assert files(run) == FILES_AT_SIGNAL[str(run)]  # nothing written (or damaged) after the signal
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
+
+    # The command it prints computes the metrics.
+    arguments = shlex.split(message.split("`")[1])
+    assert arguments[:2] == ["python", "evaluate.py"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        eval_cfg = compose("eval", overrides=arguments[2:] + ["rouge.bootstrap=10"])
+    assert evaluate(eval_cfg)["num_examples"] == 1
+    assert (run / "final_validation" / "metrics.json").is_file()
+
+
+def test_sigterm_in_the_last_step_saves_it_and_skips_the_final_validation(
+        tmp_path: Path, uninterrupted: tuple[list[str], dict]) -> None:
+    overrides, _ = uninterrupted
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    cfg = make_config(tmp_path, *overrides, "trainer.max_steps=3", "+callbacks.interrupt._target_=test_resume.SignalAt",
+                      "+callbacks.interrupt.step=2", f"+callbacks.interrupt.signum={int(signal.SIGTERM)}")
+    with pytest.raises(SystemExit, match=r"^training finished at step 3, but a signal stopped the run before the final "
+                                         r"validation: .* compute the metrics with `python evaluate.py ckpt_path="):
+        train(cfg)
+    assert load(last)["global_step"] == 3  # not a multiple of every_n_train_steps: saved because of the signal
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_resumed_run_keeps_the_metrics_logged_before_the_interruption(
+        tmp_path: Path, uninterrupted: tuple[list[str], dict]) -> None:
+    overrides, _ = uninterrupted
+    metrics_csv = tmp_path / "run" / "csv" / "metrics.csv"
+    stop = ["+callbacks.interrupt._target_=test_resume.SignalAt", "+callbacks.interrupt.step=4",
+            f"+callbacks.interrupt.signum={int(signal.SIGTERM)}"]
+    with pytest.raises(SystemExit, match="training stopped by a signal at step 5"):
+        train(make_config(tmp_path, *overrides, *stop))
+    before = read_rows(metrics_csv)
+    assert sorted(int(row["step"]) for row in before if "train/loss" in row) == [0, 1, 2, 3, 4]
+    assert any("val/loss" in row for row in before)  # the validation after step 3
+
+    train(make_config(tmp_path, *overrides, "ckpt_path=last"))
+    after = read_rows(metrics_csv)
+    assert after[: len(before)] == before
+    assert sorted(int(row["step"]) for row in after if "train/loss" in row) == list(range(8))
+    assert [int(row["step"]) for row in after] == sorted(int(row["step"]) for row in after)
+
+
+def test_nan_loss_stops_without_touching_the_last_checkpoint(tmp_path: Path,
+                                                            uninterrupted: tuple[list[str], dict]) -> None:
+    overrides, _ = uninterrupted
+    run = tmp_path / "run"
+    cfg = make_config(tmp_path, *overrides, "+callbacks.poison._target_=test_resume.NaNLossAt",
+                      "+callbacks.poison.step=3")
+    with pytest.raises(NonFiniteLossError, match=r"^the training loss is nan at step 3 on the batch with ids \[\d+, "
+                                                 r"\d+\]; nothing was saved over the last checkpoint"):
+        train(cfg)
+    assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+    before, after = FILES_AT_SIGNAL[str(run)], files(run)
+    assert after.keys() == before.keys()
+    for name, data in before.items():  # as before the bad step; metrics.csv only gained rows (the step's lr)
+        assert after[name].startswith(data) if name == "csv/metrics.csv" else after[name] == data, name
+    assert not (run / "metrics.json").exists()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows, each with its non-empty cells only (a resumed run may add columns)."""
+    with path.open(newline="") as file:
+        return [{key: value for key, value in row.items() if value} for row in csv.DictReader(file)]
 
 
 # ------------------------------------------------------------------------------------------- the pieces
