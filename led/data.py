@@ -23,9 +23,11 @@ skipped (counted in the log; `strict=True` makes them an error), so `ids`/`refer
 Truncation to `max_input_length` is counted and logged once per split.
 
 Distributed training: batches come from `LengthGroupedBatchSampler`, which shards them over ranks itself, so
-the Trainer needs `use_distributed_sampler=False` (Lightning refuses the custom sampler otherwise). Under DDP a
-split whose batch count is not a multiple of the world size repeats a few batches, so evaluation code should
-de-duplicate predictions by `ids`.
+the Trainer needs `use_distributed_sampler=False` (Lightning refuses the custom sampler otherwise). With
+`batch_size`, the ranks' batches of a step together are the batch one process with `batch_size * world size`
+would get; under DDP a few examples may still repeat (a last global batch smaller than the world size, or
+token-budget batches padded to a multiple of the world size), so evaluation code should de-duplicate
+predictions by `ids`.
 """
 
 from __future__ import annotations
@@ -149,9 +151,14 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     batches (Lightning sizes progress, validation interval and LR schedule from it).
     Evaluation (`shuffle=False`): all indices sorted by length, longest first, no randomness.
 
-    Every rank builds the same batch list (same seed), pads it by repeating its first batches to a multiple of
-    `num_replicas`, groups consecutive batches (similar lengths) into steps of `num_replicas`, shuffles the steps
-    (training) and takes its own batch of each step: ranks get disjoint, equal-size shares.
+    Every rank builds the same list of steps (same seed) and takes its own batch of each step.
+    With `batch_size`, a step is one global batch of `batch_size * num_replicas` examples cut exactly as one
+    process with that batch size would cut it, then split into `num_replicas` consecutive pieces: the ranks'
+    batches at step k together are the one-process batch k, so DDP trains step for step like one process
+    (with the module's global-token loss). Only an epoch's last, short global batch splits unevenly, and if it
+    has fewer examples than ranks, some of them repeat. With `max_tokens`, each rank's batch fills the budget
+    and consecutive batches (similar lengths) form a step; the batch list is padded to a multiple of
+    `num_replicas` by repeating its first batches.
     """
 
     def __init__(
@@ -215,9 +222,12 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         batches = self._batches()
         if not batches:
             return []
-        missing = (-len(batches)) % self.num_replicas
-        padded = batches + [batches[i % len(batches)] for i in range(missing)]
-        steps = [padded[i : i + self.num_replicas] for i in range(0, len(padded), self.num_replicas)]
+        if self.max_tokens is None:
+            steps = [self._split(batch) for batch in batches]
+        else:
+            missing = (-len(batches)) % self.num_replicas
+            padded = batches + [batches[i % len(batches)] for i in range(missing)]
+            steps = [padded[i : i + self.num_replicas] for i in range(0, len(padded), self.num_replicas)]
         if self.shuffle:
             order = torch.randperm(len(steps), generator=self._generator(self.epoch + 1_000_003)).tolist()
             steps = [steps[i] for i in order]
@@ -225,7 +235,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return steps
 
     def _batches(self) -> list[list[int]]:
-        """The epoch's batches before sharding: identical on every rank."""
+        """The epoch's batches before sharding (global batches with `batch_size`): identical on every rank."""
         n = len(self.lengths)
         if not self.shuffle:
             order = list(range(n))
@@ -245,9 +255,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return batches
 
     def _cut(self, order: list[int]) -> list[list[int]]:
-        """Consecutive slices of `order`: `batch_size` each, or filling the token budget."""
+        """Consecutive slices of `order`: `batch_size * num_replicas` each, or filling one rank's token budget."""
         if self.max_tokens is None:
-            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            size = self.batch_size * self.num_replicas
+            return [order[i : i + size] for i in range(0, len(order), size)]
         batches: list[list[int]] = []
         current: list[int] = []
         longest = 0
@@ -261,6 +272,17 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         if current:
             batches.append(current)
         return batches
+
+    def _split(self, batch: list[int]) -> list[list[int]]:
+        """A global batch as `num_replicas` consecutive pieces whose sizes differ by at most one; a batch with
+        fewer examples than ranks repeats its own examples so that every rank has one (DDP needs every rank
+        to step)."""
+        world = self.num_replicas
+        if len(batch) < world:
+            batch = batch + [batch[i % len(batch)] for i in range(world - len(batch))]
+        size, extra = divmod(len(batch), world)
+        bounds = [rank * size + min(rank, extra) for rank in range(world + 1)]
+        return [batch[bounds[rank] : bounds[rank + 1]] for rank in range(world)]
 
     def _examples_per_batch(self) -> int:
         if self.max_tokens is None:

@@ -137,11 +137,15 @@ class LEDDecoderLayer(nn.Module):
         self.activation, self.activation_dropout = config.activation_function, config.activation_dropout
         self.dropout = config.dropout
 
-    def forward(self, x: Tensor, self_mask: Tensor | None, cross_kv: tuple[Tensor, Tensor],
+    def forward(self, x: Tensor, self_mask: Tensor | None, cross: Tensor | tuple[Tensor, Tensor],
                 cross_mask: Tensor | None, past_kv: tuple[Tensor, Tensor] | None = None,
                 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """x: (B, T, d_model). Returns the new hidden states and this layer's self-attention keys/values
+        """x: (B, T, d_model); cross: the encoder output (B, S, d_model), or its cross-attention keys/values
+        from a decoding cache. Returns the new hidden states and this layer's self-attention keys/values
         (past ones included), for the cache."""
+        # Projected here, inside the layer: FSDP has gathered this layer's weights only while it runs, and
+        # gradient checkpointing recomputes the keys/values instead of keeping them.
+        cross_kv = self.encoder_attn.project_kv(cross) if isinstance(cross, Tensor) else cross
         k, v = self.self_attn.project_kv(x)
         if past_kv is not None:
             k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
@@ -153,6 +157,11 @@ class LEDDecoderLayer(nn.Module):
         x = self.encoder_attn_layer_norm(x + F.dropout(h, self.dropout, self.training))
         x = self.final_layer_norm(x + F.dropout(_feed_forward(self, x), self.dropout, self.training))
         return x, (k, v)
+
+    def cross_attention_kv(self, encoder_hidden_states: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, S, d_model) encoder output -> this layer's cross-attention keys and values (B, H, S, D), for a
+        decoding cache (under FSDP, generation runs with the weights gathered: led.distributed)."""
+        return self.encoder_attn.project_kv(encoder_hidden_states)
 
     def _cross_attention(self, x: Tensor, cross_kv: tuple[Tensor, Tensor], cross_mask: Tensor | None) -> Tensor:
         """x: (B * n, T, d_model); cross_kv: (B, H, S, D), one row per group of n consecutive rows of x.
@@ -245,10 +254,7 @@ class LEDDecoder(nn.Module):
 
         self_mask = self._self_attention_mask(decoder_attention_mask, batch, length, past, input_ids.device)
         cross_mask = None if encoder_attention_mask is None else (encoder_attention_mask != 0)[:, None, None, :]
-        if cache is not None:
-            cross = cache.cross
-        else:
-            cross = [layer.encoder_attn.project_kv(encoder_hidden_states) for layer in self.layers]
+        cross = cache.cross if cache is not None else [encoder_hidden_states] * len(self.layers)
         for i, layer in enumerate(self.layers):
             past_kv = cache.self_kv[i] if cache is not None else None
             if cache is None and _skip_layer(self, self.config.decoder_layerdrop):
@@ -335,7 +341,7 @@ class LEDForConditionalGeneration(nn.Module):
     def new_cache(self, encoder_hidden_states: Tensor) -> DecoderCache:
         """A decoding cache with every layer's cross-attention keys/values computed once."""
         # Contiguous (B, H, S, D) copies: every step reads them whole, and strided ones read ~1.5x slower.
-        kv = [layer.encoder_attn.project_kv(encoder_hidden_states) for layer in self.led.decoder.layers]
+        kv = [layer.cross_attention_kv(encoder_hidden_states) for layer in self.led.decoder.layers]
         return DecoderCache([(k.contiguous(), v.contiguous()) for k, v in kv])
 
     def decode(self, decoder_input_ids: Tensor, encoder_hidden_states: Tensor | None,

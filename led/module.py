@@ -107,11 +107,15 @@ class LEDSummarizer(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
-        loss = self._loss(batch, self.hparams.label_smoothing)
+        loss_sum, tokens = self._loss_sum(batch, self.hparams.label_smoothing)
+        # One all-reduce gives every rank the global batch's loss sum and target-token count, so every rank
+        # logs, checks and normalises by the same numbers.
+        (global_sum, global_tokens), world = _sum_over_ranks(torch.stack([loss_sum.detach(), tokens.to(loss_sum)]))
+        loss = global_sum / global_tokens  # mean over the global batch's target tokens, as one process computes it
         # One host sync per step buys a clear stop at the first bad batch instead of NaN weights.
         if not torch.isfinite(loss):
             ids = batch["ids"].tolist()
-            if self.hparams.on_nonfinite == "skip":
+            if self.hparams.on_nonfinite == "skip":  # every rank sees the same global loss: all skip together
                 self.skipped_batches += 1
                 log.warning("skipping batch with ids %s at step %d: loss is %s (%d skipped so far)",
                             ids, self.global_step, loss.item(), self.skipped_batches)
@@ -122,20 +126,26 @@ class LEDSummarizer(L.LightningModule):
                 "nothing was saved over the last checkpoint. Lower optimizer.lr, check those records, or set "
                 "module.on_nonfinite=skip to drop such batches"
             )
-        tokens = (batch["labels"] != -100).sum()
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        self.log("train/tokens", tokens.float(), reduce_fx="sum", batch_size=1)
-        return loss
+        self.log("train/tokens", global_tokens, batch_size=1)
+        # DDP averages the ranks' gradients; dividing each rank's sum by (global tokens / ranks) makes that average
+        # the gradient of the global token mean, however unevenly the tokens fall over the ranks. One process:
+        # sum / tokens, bit for bit the mean cross-entropy.
+        return loss_sum / (global_tokens / world)
+
+    def _loss_sum(self, batch: dict[str, Tensor], label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
+        """The cross-entropy summed over the batch's target tokens (labels != -100), and their count."""
+        labels = batch["labels"]
+        logits = self.model(batch["input_ids"], batch["attention_mask"], batch.get("global_attention_mask"),
+                            decoder_input_ids=self._decoder_inputs(labels)).logits.float()
+        total = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                                label_smoothing=label_smoothing, reduction="sum")
+        return total, (labels != -100).sum()
 
     def _loss(self, batch: dict[str, Tensor], label_smoothing: float = 0.0) -> Tensor:
-        output = self.model(batch["input_ids"], batch["attention_mask"], batch.get("global_attention_mask"),
-                            labels=None if label_smoothing else batch["labels"],
-                            decoder_input_ids=self._decoder_inputs(batch["labels"]) if label_smoothing else None)
-        if not label_smoothing:
-            return output.loss
-        logits = output.logits.float()
-        return F.cross_entropy(logits.view(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=-100,
-                               label_smoothing=label_smoothing)
+        """The mean cross-entropy over the batch's target tokens."""
+        total, tokens = self._loss_sum(batch, label_smoothing)
+        return total / tokens
 
     def _decoder_inputs(self, labels: Tensor) -> Tensor:
         from led.model import shift_tokens_right
@@ -146,6 +156,9 @@ class LEDSummarizer(L.LightningModule):
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
         self._predictions = {}
+        gather_weights = self._strategy_method("gather_weights")
+        if gather_weights is not None:  # FSDP: generation must run without per-layer collectives
+            gather_weights(self.model)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss = self._loss(batch)
@@ -163,6 +176,9 @@ class LEDSummarizer(L.LightningModule):
             self._predictions[example_id] = text.strip()
 
     def on_validation_epoch_end(self) -> None:
+        release_weights = self._strategy_method("release_weights")
+        if release_weights is not None:
+            release_weights(self.model)
         predictions = _gather_predictions(self._predictions)
         if not predictions or self.trainer.sanity_checking:
             return
@@ -205,6 +221,17 @@ class LEDSummarizer(L.LightningModule):
             self._rng_states_to_restore = None
 
     # ------------------------------------------------------------------ optimisation
+    def configure_model(self) -> None:
+        # trainer=fsdp (led.distributed.LayerShardedStrategy) shards the layers here, before the optimizer is
+        # built over the sharded parameters; every other strategy has no `shard_model` and nothing to do.
+        shard_model = self._strategy_method("shard_model")
+        if shard_model is not None:
+            shard_model(self.model)
+
+    def _strategy_method(self, name: str) -> Any:
+        """A method of led.distributed.LayerShardedStrategy (trainer=fsdp); None under every other strategy."""
+        return getattr(self.trainer.strategy, name, None) if self._trainer is not None else None
+
     def configure_optimizers(self) -> dict[str, Any]:
         settings = dict(self.hparams.optimizer)
         name = settings.pop("name", "adamw")
@@ -268,6 +295,15 @@ def _gather_predictions(local: dict[int, str]) -> dict[int, str]:
     for part in gathered:
         merged.update(part or {})
     return merged
+
+
+def _sum_over_ranks(values: Tensor) -> tuple[Tensor, int]:
+    """`values` summed over the data-parallel ranks, and the number of ranks (1 without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values, 1
+    values = values.clone()
+    dist.all_reduce(values)
+    return values, dist.get_world_size()
 
 
 def _plain(settings: dict[str, Any]) -> dict[str, Any]:

@@ -212,16 +212,31 @@ def test_length_grouped_sampler_with_two_ranks(shuffle: bool) -> None:
     assert waste < random_waste / 2
 
 
-def test_sampler_pads_uneven_batch_counts_with_repeats() -> None:
-    lengths = list(range(1, 22))  # 21 examples, batch 4 -> 6 batches; 4 ranks -> padded to 8
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_ranks_together_get_the_one_process_batches(shuffle: bool) -> None:
+    # 37 examples: global batches of 8 leave a last one of 5, split 2+1+1+1 over 4 ranks (nothing repeated).
+    lengths = [random.Random(2).randint(1, 300) for _ in range(37)]
+    one = list(LengthGroupedBatchSampler(lengths, 8, shuffle=shuffle, seed=1, mega_batch_mult=2))
 
     def sampler(rank: int) -> LengthGroupedBatchSampler:
-        return LengthGroupedBatchSampler(lengths, 4, num_replicas=4, rank=rank)
+        return LengthGroupedBatchSampler(lengths, 2, shuffle=shuffle, seed=1, mega_batch_mult=2, num_replicas=4,
+                                         rank=rank)
 
-    shards = check_shards(sampler, 21, 4)
+    shards = check_shards(sampler, 37, 4)
+    assert [[i for shard in shards for i in shard[step]] for step in range(len(one))] == one
+    short = next(step for step, batch in enumerate(one) if len(batch) == 5)
+    assert [len(shard[short]) for shard in shards] == [2, 1, 1, 1]
+
+
+def test_sampler_repeats_examples_when_a_batch_has_fewer_than_ranks() -> None:
+    lengths = list(range(1, 18))  # 17 examples, global batch 16 -> a last batch of 1 for 4 ranks
+
+    def sampler(rank: int) -> LengthGroupedBatchSampler:
+        return LengthGroupedBatchSampler(lengths, 4, shuffle=False, num_replicas=4, rank=rank)
+
+    shards = check_shards(sampler, 17, 4)
     counts = Counter(i for shard in shards for batch in shard for i in batch)
-    repeated = [b for b in {tuple(b) for s in shards for b in s} if all(counts[i] == 2 for i in b)]
-    assert sum(counts.values()) - 21 == sum(len(b) for b in repeated) and len(repeated) == 2  # 6 -> 8 batches
+    assert [shard[-1] for shard in shards] == [[0]] * 4 and sum(counts.values()) == 20  # shortest example, 4 times
 
 
 def test_token_budget_batches() -> None:

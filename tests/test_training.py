@@ -176,11 +176,11 @@ def test_label_smoothing_loss() -> None:
 def test_non_finite_loss_stops_with_step_and_ids_or_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     batch = tiny_batch()
     module = tiny_module()
-    monkeypatch.setattr(module, "_loss", lambda *_: torch.tensor(float("nan")))
+    monkeypatch.setattr(module, "_loss_sum", lambda *_: (torch.tensor(float("nan")), torch.tensor(7)))
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 0 on the batch with ids \[7, 9\]"):
         module.training_step(batch, 0)
     skipping = tiny_module(on_nonfinite="skip")
-    monkeypatch.setattr(skipping, "_loss", lambda *_: torch.tensor(float("inf")))
+    monkeypatch.setattr(skipping, "_loss_sum", lambda *_: (torch.tensor(float("inf")), torch.tensor(7)))
     monkeypatch.setattr(skipping, "log", lambda *_, **__: None)
     assert skipping.training_step(batch, 0) is None and skipping.skipped_batches == 1
 
