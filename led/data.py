@@ -149,6 +149,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     fit `count * round_up(longest, pad_to_multiple_of) <= max_tokens` instead of `batch_size`; those batches are
     composed once (from `seed`) and only their order changes per epoch, so every epoch has the same number of
     batches (Lightning sizes progress, validation interval and LR schedule from it).
+    With `curriculum_epochs=N`, the first N training epochs run their steps from the shortest to the longest
+    instead of in random order (a length curriculum; the batches themselves are composed as above).
     Evaluation (`shuffle=False`): all indices sorted by length, longest first, no randomness.
 
     Every rank builds the same list of steps (same seed) and takes its own batch of each step.
@@ -170,6 +172,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         pad_to_multiple_of: int = 1,
         shuffle: bool = True,
         group_by_length: bool = True,
+        curriculum_epochs: int = 0,
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
@@ -179,6 +182,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             raise ValueError(f"rank={rank} must be in [0, num_replicas={num_replicas})")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if curriculum_epochs < 0:
+            raise ValueError(f"curriculum_epochs={curriculum_epochs} must be >= 0 (0: no length curriculum)")
         self.lengths = [int(n) for n in lengths]
         if max_tokens is not None and self.lengths and max_tokens < round_up(max(self.lengths), pad_to_multiple_of):
             raise ValueError(
@@ -190,6 +195,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.shuffle = shuffle
         self.group_by_length = group_by_length
+        self.curriculum_epochs = curriculum_epochs
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
@@ -228,7 +234,11 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             missing = (-len(batches)) % self.num_replicas
             padded = batches + [batches[i % len(batches)] for i in range(missing)]
             steps = [padded[i : i + self.num_replicas] for i in range(0, len(padded), self.num_replicas)]
-        if self.shuffle:
+        if self.shuffle and self.epoch < self.curriculum_epochs:
+            # Length curriculum: the epoch runs from its shortest steps to its longest. A model trained from scratch
+            # learns to find and copy facts in short documents far sooner, and keeps the skill as they grow.
+            steps.sort(key=lambda step: max(self.lengths[i] for batch in step for i in batch))
+        elif self.shuffle:
             order = torch.randperm(len(steps), generator=self._generator(self.epoch + 1_000_003)).tolist()
             steps = [steps[i] for i in order]
         self._cache = (self.epoch, steps)
@@ -514,6 +524,8 @@ class SummarizationDataModule(L.LightningDataModule):
         max_tokens_per_batch: training batches hold as many examples as keep `count * padded input length`
             within this budget (batch_size is then unused for training).
         group_by_length: training batches of similar length (evaluation is always sorted by length).
+        curriculum_epochs: the first N training epochs go from the shortest batches to the longest (a length
+            curriculum: models trained from scratch learn to find facts in short documents first).
         global_attention: "first" (the `<s>` token), "none", or a list of token ids made global as well as
             the first token (e.g. section markers).
         num_workers: DataLoader workers; num_proc: processes for tokenising.
@@ -544,6 +556,7 @@ class SummarizationDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         max_tokens_per_batch: int | None = None,
         group_by_length: bool = True,
+        curriculum_epochs: int = 0,
         global_attention: str | Sequence[int] = "first",
         num_workers: int = 0,
         num_proc: int | None = None,
@@ -570,6 +583,7 @@ class SummarizationDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_tokens_per_batch = max_tokens_per_batch
+        self.curriculum_epochs = curriculum_epochs
         self.group_by_length = group_by_length
         self.global_attention = _check_global_attention(global_attention)
         self.num_workers, self.num_proc, self.seed = num_workers, num_proc, seed
@@ -736,6 +750,7 @@ class SummarizationDataModule(L.LightningDataModule):
             pad_to_multiple_of=self.pad_to_multiple_of,
             shuffle=shuffle,
             group_by_length=self.group_by_length or not shuffle,
+            curriculum_epochs=self.curriculum_epochs if shuffle else 0,
             seed=self.seed,
             num_replicas=world_size,
             rank=rank,

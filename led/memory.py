@@ -249,8 +249,8 @@ def _decoder_layer(b: _Bytes, config: LEDConfig, name: str, batch: int, target_l
                    source_length: int) -> list[_Stage]:
     """Causal self-attention, cross-attention over the encoder output, feed-forward: one decoder layer.
 
-    The cross-attention keys/values are computed from the encoder output outside the layer, so they stay
-    kept under gradient checkpointing. The gradient of the encoder output, which every layer's
+    The cross-attention keys/values are computed inside the layer, so gradient checkpointing drops them (it keeps
+    only the encoder output, once for all layers: see `_stages`). The gradient of the encoder output, which every layer's
     cross-attention adds to, stays allocated from the first decoder layer's backward to the encoder's."""
     d, heads = config.d_model, config.decoder_attention_heads
     tokens = batch * target_length
@@ -278,7 +278,7 @@ def _decoder_layer(b: _Bytes, config: LEDConfig, name: str, batch: int, target_l
                attention_params, name, inputs=t * b.norm),
         # backward: grads of q and of the source keys and values, summed into the encoder output's
         _Stage(f"{name} cross-attention", part, cross_attention, 2 * t * b.norm + 2 * t * b.act + 2 * s * b.act
-               + encoder_grad, attention_params, name, inputs=cross_kv),
+               + encoder_grad, attention_params, name),
         _feed_forward(b, config, name, tokens, config.decoder_ffn_dim, sum(math.prod(p) for p in shapes[20:])),
     ]
     stages[-1].work += encoder_grad
@@ -328,16 +328,15 @@ def _stages(config: LEDConfig, b: _Bytes, batch: int, input_length: int, target_
     for i in range(config.decoder_layers):
         decoder += _decoder_layer(b, config, f"decoder layer {i}", batch, target_length, input_length)
     if not b.autocast:
-        # The encoder output is kept by every decoder layer's k_proj/v_proj (checkpointing does not drop it:
-        # it is computed outside the layers). Cut from a padded batch of several rows it is not contiguous,
-        # and each projection keeps its own copy; otherwise they share the (padded) storage.
+        # The encoder output is kept by every decoder layer's k_proj/v_proj. Cut from a padded batch of several
+        # rows it is not contiguous, and each projection keeps its own copy; otherwise they share the (padded)
+        # storage. Checkpointed layers keep only the encoder output itself, once.
+        decoder[1].inputs += batch * padded * config.d_model * b.act
         if batch > 1 and padded != input_length:
             for cross in decoder[1::3]:
                 cross.saved += 2 * batch * input_length * config.d_model * b.act
-                cross.inputs += 2 * batch * input_length * config.d_model * b.act
         else:
             decoder[1].saved += batch * padded * config.d_model * b.act
-            decoder[1].inputs += batch * padded * config.d_model * b.act
     return stages + decoder + _head(b, config, batch, target_length)
 
 

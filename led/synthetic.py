@@ -1,9 +1,9 @@
 """Generate the embedded default corpus: synthetic long "regional survey" reports.
 
-Each report is ~1,000 tokens of filler and distractor sentences with a handful of key-fact
-sentences ("Farmers in Kelmor grow barley.") dropped at random positions across the whole report.
+Each report is ~1,000 tokens of filler and distractor sentences with eight key-fact sentences, one per
+attribute ("Farmers in Kelmor grow barley."), dropped at random positions across the whole report.
 The reference summary lists those facts, one line each, in document order, in a fixed template
-("Kelmor grows barley."). A model must read the whole report to write it; the lead baseline (the
+("- grows barley: Kelmor."). A model must read the whole report to write it; the lead baseline (the
 report's first sentences) almost never contains them. See data/README.md for the design.
 
     python data/generate.py --out data/synthetic            # the default corpus
@@ -90,8 +90,10 @@ class Fact:
 
     @property
     def summary_line(self) -> str:
-        # The bullet keeps the town after a space, so it is the same BPE token as in the report.
-        return f"- {self.town} {self.verb} {self.value}."
+        # Attribute first: the decoder writes the verb it knows from the template order, then looks up that
+        # attribute's value and the town beside it (town-first lines were learned far later from scratch).
+        # Value and town follow a space, so they are the same BPE tokens as in the report.
+        return f"- {self.verb} {self.value}: {self.town}."
 
 
 def filler_sentence(rng: random.Random) -> str:
@@ -152,25 +154,36 @@ def generate_split(name: str, count: int, seed: int, **report_kwargs: float) -> 
     return records
 
 
-def write_corpus(out_dir: str | Path, train: int = 4000, validation: int = 200, test: int = 200,
-                 seed: int = 0, min_sentences: int = 50, max_sentences: int = 100, min_facts: int = 4,
-                 max_facts: int = 6, distractor_rate: float = 0.08) -> dict[str, Path]:
-    """Write `{train,validation,test}.jsonl` under `out_dir`; returns the paths by split name."""
+def write_corpus(out_dir: str | Path, train: int = 1200, validation: int = 100, test: int = 100,
+                 seed: int = 0, min_sentences: int = 50, max_sentences: int = 100, min_facts: int = 8,
+                 max_facts: int = 8, distractor_rate: float = 0.08, short_train: int = 10000,
+                 short_min_sentences: int = 8, short_max_sentences: int = 16) -> dict[str, Path]:
+    """Write `{train,validation,test}.jsonl` under `out_dir`; returns the paths by split name.
+
+    `short_train` more training reports of `short_min_sentences`..`short_max_sentences` sentences follow the
+    `train` long ones (ids `train-short-…`): with the DataModule's length curriculum a model from scratch learns
+    the task on them first (see data/README.md). Validation and test reports are always long.
+    """
     if not 1 <= min_facts <= max_facts <= len(ATTRIBUTES):
         raise ValueError(f"need 1 <= min_facts <= max_facts <= {len(ATTRIBUTES)}, "
                          f"got min_facts={min_facts}, max_facts={max_facts}")
-    if not max_facts <= min_sentences <= max_sentences:
-        raise ValueError(f"need max_facts <= min_sentences <= max_sentences, got {max_facts}, "
-                         f"{min_sentences}, {max_sentences}")
+    for low, high, names in ((min_sentences, max_sentences, "min_sentences <= max_sentences"),
+                             (short_min_sentences, short_max_sentences, "short_min_sentences <= short_max_sentences")):
+        if not max_facts <= low <= high:
+            raise ValueError(f"need max_facts <= {names}, got max_facts={max_facts}, {low}, {high}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report_kwargs = dict(min_sentences=min_sentences, max_sentences=max_sentences, min_facts=min_facts,
                          max_facts=max_facts, distractor_rate=distractor_rate)
+    short_kwargs = dict(report_kwargs, min_sentences=short_min_sentences, max_sentences=short_max_sentences)
     paths = {}
     for name, count in (("train", train), ("validation", validation), ("test", test)):
+        records = generate_split(name, count, seed, **report_kwargs)
+        if name == "train":
+            records += generate_split("train-short", short_train, seed, **short_kwargs)
         path = out / f"{name}.jsonl"
         with path.open("w", encoding="utf-8") as f:
-            for record in generate_split(name, count, seed, **report_kwargs):
+            for record in records:
                 f.write(json.dumps(record) + "\n")
         paths[name] = path
     return paths
@@ -193,18 +206,22 @@ def ensure_corpus(out_dir: str | Path, **params: int | float) -> dict[str, Path]
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data/synthetic", help="output directory")
-    parser.add_argument("--train", type=int, default=4000)
-    parser.add_argument("--validation", type=int, default=200)
-    parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--train", type=int, default=1200)
+    parser.add_argument("--validation", type=int, default=100)
+    parser.add_argument("--test", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-sentences", type=int, default=50)
     parser.add_argument("--max-sentences", type=int, default=100)
-    parser.add_argument("--min-facts", type=int, default=4)
-    parser.add_argument("--max-facts", type=int, default=6)
+    parser.add_argument("--min-facts", type=int, default=8)
+    parser.add_argument("--max-facts", type=int, default=8)
     parser.add_argument("--distractor-rate", type=float, default=0.08)
+    parser.add_argument("--short-train", type=int, default=10000, help="short training reports (curriculum)")
+    parser.add_argument("--short-min-sentences", type=int, default=8)
+    parser.add_argument("--short-max-sentences", type=int, default=16)
     args = parser.parse_args(argv)
     paths = write_corpus(args.out, args.train, args.validation, args.test, args.seed, args.min_sentences,
-                         args.max_sentences, args.min_facts, args.max_facts, args.distractor_rate)
+                         args.max_sentences, args.min_facts, args.max_facts, args.distractor_rate,
+                         args.short_train, args.short_min_sentences, args.short_max_sentences)
     for name, path in paths.items():
         print(f"{name}: {path}")
 

@@ -228,6 +228,28 @@ def test_ranks_together_get_the_one_process_batches(shuffle: bool) -> None:
     assert [len(shard[short]) for shard in shards] == [2, 1, 1, 1]
 
 
+def test_curriculum_epoch_runs_from_short_to_long_then_shuffles() -> None:
+    rng = random.Random(3)
+    lengths = [rng.randint(1, 500) for _ in range(64)]
+
+    def longest(sampler: LengthGroupedBatchSampler, epoch: int) -> list[int]:
+        sampler.set_epoch(epoch)
+        return [max(lengths[i] for i in batch) for batch in sampler]
+
+    curriculum = LengthGroupedBatchSampler(lengths, 4, seed=1, mega_batch_mult=2, curriculum_epochs=1)
+    plain = LengthGroupedBatchSampler(lengths, 4, seed=1, mega_batch_mult=2)
+    assert longest(curriculum, 0) == sorted(longest(curriculum, 0))
+    assert sorted(map(sorted, curriculum)) == sorted(map(sorted, plain))  # the same batches, reordered
+    assert longest(curriculum, 1) == longest(plain, 1) != sorted(longest(plain, 1))
+    # Under DDP the ranks' batches of a curriculum step still make up the one-process batch.
+    one = list(LengthGroupedBatchSampler(lengths, 8, seed=1, mega_batch_mult=2, curriculum_epochs=1))
+    ranks = [list(LengthGroupedBatchSampler(lengths, 4, seed=1, mega_batch_mult=2, curriculum_epochs=1,
+                                            num_replicas=2, rank=r)) for r in range(2)]
+    assert [a + b for a, b in zip(*ranks)] == one
+    with pytest.raises(ValueError, match="curriculum_epochs=-1"):
+        LengthGroupedBatchSampler(lengths, 4, curriculum_epochs=-1)
+
+
 def test_sampler_repeats_examples_when_a_batch_has_fewer_than_ranks() -> None:
     lengths = list(range(1, 18))  # 17 examples, global batch 16 -> a last batch of 1 for 4 ranks
 

@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # 16 short reports: 4 global batches of 4 (one process) or 2 + 2 (two ranks); dropout off, so the only
 # randomness left (initial weights, batch order) is seeded identically in every process. Validation (beam search)
 # after step 2 and training after it: FSDP must come back from generating to sharded training.
-TINY = ["data.synthetic.train=16", "data.synthetic.validation=4", "data.synthetic.test=2",
+TINY = ["data.synthetic.train=16", "data.synthetic.short_train=0", "data.synthetic.validation=4", "data.synthetic.test=2",
         "data.synthetic.min_sentences=15", "data.synthetic.max_sentences=25", "data.tokenizer_vocab_size=400",
         "data.max_input_length=512", "data.eval_batch_size=2", "model.attention_window=32",
         "+model.overrides.max_encoder_position_embeddings=1024", "+model.overrides.max_decoder_position_embeddings=128",
-        "+model.overrides.dropout=0.0", "trainer.max_steps=3", "trainer.val_check_interval=2",
+        "model.overrides.dropout=0.0", "trainer.max_steps=3", "trainer.val_check_interval=2",
         "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "module.val_rouge_examples=2",
         "generation.num_beams=2", "generation.max_new_tokens=6", "~callbacks.checkpoint"]
 GLOBAL_BATCH = 4

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = ["data.synthetic.train=8", "data.synthetic.validation=2", "data.synthetic.test=2",
+TINY = ["data.synthetic.train=8", "data.synthetic.short_train=0", "data.synthetic.validation=2", "data.synthetic.test=2",
         "data.synthetic.min_sentences=15", "data.synthetic.max_sentences=20", "data.tokenizer_vocab_size=400",
         "data.max_input_length=512", "data.batch_size=4", "+model.overrides.max_encoder_position_embeddings=1024",
         "+model.overrides.max_decoder_position_embeddings=128", "trainer.max_steps=2", "trainer.val_check_interval=2",

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
 # A corpus small enough for seconds: ~15-25 sentence reports, a few records per split.
-TINY_CORPUS = ["data.synthetic.train=12", "data.synthetic.validation=4", "data.synthetic.test=2",
+TINY_CORPUS = ["data.synthetic.train=12", "data.synthetic.short_train=0", "data.synthetic.validation=4", "data.synthetic.test=2",
                "data.synthetic.min_sentences=15", "data.synthetic.max_sentences=25",
                "data.tokenizer_vocab_size=400", "data.max_input_length=512", "data.batch_size=2",
                "data.eval_batch_size=4"]
