@@ -7,6 +7,7 @@ Ours against `transformers` in the same process, on the default run's own data a
     on the same length-grouped batches the DataModule gives the default run (dropout as configured).
 
     python bench/bench_train.py                                  # the default config, 40 training steps
+    python bench/bench_train.py --start 2600                     # ... of its long reports (after the curriculum's short ones)
     python bench/bench_train.py --steps 20 -- model.attention_window=128 data.batch_size=8   # train.py overrides
 
 Tokens/s counts real (non-padding) encoder tokens plus target tokens; padding to the window is work both do.
@@ -78,7 +79,8 @@ def bench_tokenisation(settings: dict[str, Any]) -> None:
     print(f"time ratio ours/transformers: {t_ours / t_ref:.2f}x; identical ids: {equal}")
 
 
-def training_batches(settings: dict[str, Any], model_config: Any, steps: int) -> list[dict[str, torch.Tensor]]:
+def training_batches(settings: dict[str, Any], model_config: Any, steps: int,
+                     start: int) -> list[dict[str, torch.Tensor]]:
     settings = dict(settings, pad_to_multiple_of=model_config.max_window,
                     max_encoder_positions=model_config.max_encoder_position_embeddings,
                     max_decoder_positions=model_config.max_decoder_position_embeddings,
@@ -87,14 +89,16 @@ def training_batches(settings: dict[str, Any], model_config: Any, steps: int) ->
     datamodule.prepare_data()
     datamodule.setup("fit")
     batches = []
-    for batch in datamodule.train_dataloader():
+    for index, batch in enumerate(datamodule.train_dataloader()):
+        if index < start:
+            continue
         batches.append({k: batch[k] for k in ("input_ids", "attention_mask", "global_attention_mask", "labels")})
         if len(batches) == steps + 1:  # one warm-up step
             return batches
     return batches
 
 
-def bench_training(cfg: Any, settings: dict[str, Any], steps: int) -> None:
+def bench_training(cfg: Any, settings: dict[str, Any], steps: int, start: int) -> None:
     import transformers
 
     model_cfg = cfg.model
@@ -103,7 +107,7 @@ def bench_training(cfg: Any, settings: dict[str, Any], steps: int) -> None:
                        dict(model_cfg.overrides or {}))
     reference = transformers.LEDForConditionalGeneration(transformers.LEDConfig(**ours.config.to_dict()))
     reference.load_state_dict(ours.state_dict())
-    batches = training_batches(settings, ours.config, steps)
+    batches = training_batches(settings, ours.config, steps, start)
     # Dropout draws differ between the two, so the losses are compared once, without it, before training.
     ours.eval(), reference.eval()
     with torch.no_grad():
@@ -126,7 +130,7 @@ def bench_training(cfg: Any, settings: dict[str, Any], steps: int) -> None:
     t_ours, t_ref = run(ours), run(reference)
     real = sum(int(b["attention_mask"].sum()) + int((b["labels"] != -100).sum()) for b in batches[1:])
     padded = sum(b["input_ids"].numel() + b["labels"].numel() for b in batches[1:])
-    print(f"\ntraining: {len(batches) - 1} steps of the default run's batches (batch {settings['batch_size']}, "
+    print(f"\ntraining: {len(batches) - 1} steps of the default run's batches from step {start} (batch {settings['batch_size']}, "
           f"{real:,} real tokens, {padded:,} with padding), fp32, {torch.get_num_threads()} threads")
     print(f"{'':>13} | {'s/step':>7} {'tokens/s':>9}")
     for name, times in (("ours", t_ours), ("transformers", t_ref)):
@@ -139,6 +143,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--start", type=int, default=0, help="measure from this step of the run's first epoch "
+                        "(the default run's curriculum puts its long reports after step 2,500)")
     parser.add_argument("overrides", nargs="*", help="train.py overrides, after --")
     args = parser.parse_args()
     import transformers
@@ -153,7 +159,7 @@ def main() -> None:
         print(f"corpus + tokenizer ready in {time.perf_counter() - start:.1f} s; torch={torch.__version__} "
               f"transformers={transformers.__version__}")
         bench_tokenisation(settings)
-        bench_training(cfg, settings, args.steps)
+        bench_training(cfg, settings, args.steps, args.start)
 
 
 if __name__ == "__main__":
