@@ -98,6 +98,15 @@ def save_atomically(path: Path, write: Callable[[Any], None]) -> None:
     _fsync_directory(path.parent)  # the rename itself survives a power cut
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """`text` into `path` through a temporary file beside it and a rename: a reader, or a crash, sees the old file
+    or the new one, never half of one. The temporary name carries the process id, so that concurrent writers
+    (the jobs of a sweep) never share one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
 class _WriteErrors:
     """The file handed to `torch.save`, keeping the OSError of a failed write: torch reports it as a RuntimeError
     ("unexpected pos ...") without the cause."""

@@ -25,6 +25,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from led.faults import write_text_atomically
+
 JOB_FILE = "sweep_job.json"
 METRIC_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "loss", "lead_rouge1", "global_step", "train_minutes")
 
@@ -77,7 +79,7 @@ class SweepSummary(Callback):
                              "overrides": " ".join(f"{key}={value}" for key, value in overrides.items()),
                              "error": job["error"]})
         path = sweep_dir / self.filename
-        _write_atomically(path, out.getvalue())
+        write_text_atomically(path, out.getvalue())
         return path
 
 
@@ -96,14 +98,8 @@ def _write_job_file(config: DictConfig, status: str, error: str = "") -> None:
     overrides = dict(override.split("=", 1) for override in config.hydra.overrides.task if "=" in override)
     job = {"job": int(config.hydra.job.num), "status": status, "overrides": overrides,
            "run_dir": str(config.get("run_dir") or job_dir), "error": error}
-    _write_atomically(job_dir / JOB_FILE, json.dumps(job, indent=2) + "\n")
+    write_text_atomically(job_dir / JOB_FILE, json.dumps(job, indent=2) + "\n")
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())[:500]
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)

@@ -31,6 +31,7 @@ from led.faults import (
     checkpoint_problem,
     corrupt_checkpoint_message,
     stop_at_once_on_signals,
+    write_text_atomically,
 )
 from led.module import LEDSummarizer
 from led.tokenizer import LEDTokenizer
@@ -297,7 +298,7 @@ def lead_rouge1(datamodule: SummarizationDataModule, examples: int) -> float:
 def write_samples(path: Path, module: LEDSummarizer) -> None:
     samples = getattr(module, "validation_samples", [])
     lines = [json.dumps({"id": i, "prediction": p, "reference": r}) for i, p, r in samples]
-    _write_atomically(path, "".join(line + "\n" for line in lines))
+    write_text_atomically(path, "".join(line + "\n" for line in lines))
 
 
 def format_summary(metrics: dict[str, Any], run_dir: Path) -> str:
@@ -312,17 +313,12 @@ def format_summary(metrics: dict[str, Any], run_dir: Path) -> str:
 
 def save_resolved_config(cfg: DictConfig, path: Path) -> None:
     """The fully resolved config of the run (secrets, e.g. a wandb key, never appear in it: they come from env)."""
-    _write_atomically(path, OmegaConf.to_yaml(cfg, resolve=True))
+    write_text_atomically(path, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    _write_atomically(path, json.dumps(data, indent=2) + "\n")
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def _container(node: Any) -> Any:
