@@ -14,8 +14,8 @@ Queries are scaled by 1/sqrt(head_dim); softmax runs in fp32 inside the fused ke
 `transformers` computes (b) with overlapping chunks that materialise a (2w+1)-wide band of scores and do
 about twice the needed work. Here the sequence is cut into blocks of `window // 2` queries; block k
 attends to key blocks k-1, k, k+1 (1.5x the band, not 2x) plus the global keys, through
-`scaled_dot_product_attention` with a boolean mask, so no score matrix is ever held in memory and no
-tensor is quadratic in length.
+`scaled_dot_product_attention` with an additive mask (built once per forward, shared by the layers), so
+no score matrix is ever held in memory and no tensor is quadratic in length.
 
 `dense_attention` is the same math written as one masked (L x L) attention: a readable reference for the
 tests and for debugging, selected with `LongformerSelfAttention.implementation = "dense"`.
@@ -23,7 +23,8 @@ tests and for debugging, selected with `LongformerSelfAttention.implementation =
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,8 @@ class EncoderMasks:
     is_global: Tensor  # (B, L) bool
     global_index: Tensor  # (B, G) long: positions of the global tokens of each row, ascending
     global_valid: Tensor  # (B, G) bool: False for slots beyond a row's own number of global tokens
+    # Additive window masks by (block, dtype), built by the first layer that needs one (window_mask).
+    _window_masks: dict[tuple[int, torch.dtype], Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, attention_mask: Tensor, global_attention_mask: Tensor | None) -> EncoderMasks:
@@ -63,6 +66,35 @@ class EncoderMasks:
     def num_global(self) -> int:
         return self.global_index.shape[1]
 
+    def window_mask(self, block: int, dtype: torch.dtype) -> Tensor:
+        """The additive (0 / -inf) mask of `blocked_local_attention` with blocks of `block` queries:
+        (B * nb, 1, block, 3 * block + G). Built once per forward and shared by every layer with that window:
+        given a boolean mask, SDPA would build this in every layer, and keep one copy per layer for backward."""
+        key = (block, dtype)
+        if key not in self._window_masks:
+            self._window_masks[key] = _window_mask(self, block, dtype)
+        return self._window_masks[key]
+
+
+def _window_mask(masks: EncoderMasks, block: int, dtype: torch.dtype) -> Tensor:
+    key_ok = ~(masks.is_pad | masks.is_global)  # (B, L): keys reachable through the window
+    batch, length = key_ok.shape
+    blocks = -(-length // block)
+    # Padding: one block of unreachable keys before the first block and after the last one.
+    ok_win = F.pad(key_ok, (block, blocks * block - length + block), value=False).unfold(1, 3 * block, block)
+    # Query i of a block sits at column i + block of its 3-block key window (key blocks k-1, k, k+1).
+    rows = torch.arange(block, device=key_ok.device)[:, None]
+    cols = torch.arange(3 * block, device=key_ok.device)[None, :]
+    band = (cols - rows - block).abs() <= block  # (b, 3b)
+    # Each query may always see itself, so no row is empty (pad rows are zeroed afterwards).
+    diagonal = cols == rows + block
+    allowed = (band & ok_win[:, :, None, :]) | diagonal  # (B, nb, b, 3b)
+    if masks.num_global:
+        glob_ok = masks.global_valid[:, None, None, :].expand(-1, blocks, block, masks.num_global)
+        allowed = torch.cat([allowed, glob_ok], dim=-1)
+    allowed = allowed.reshape(batch * blocks, 1, block, allowed.shape[-1])
+    return torch.zeros(allowed.shape, dtype=dtype, device=key_ok.device).masked_fill_(~allowed, -math.inf)
+
 
 def _gather_rows(x: Tensor, index: Tensor) -> Tensor:
     """x: (B, L, ...), index: (B, G) -> (B, G, ...)."""
@@ -79,11 +111,9 @@ def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, masks: EncoderMasks
     """
     batch, length, heads, dim = q.shape
     block = window // 2
-    key_ok = ~(masks.is_pad | masks.is_global)  # (B, L): keys reachable through the window
     pad = (-length) % block
     if pad:
         q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
-        key_ok = F.pad(key_ok, (0, pad), value=False)
     blocks = (length + pad) // block
 
     q_blocks = q.view(batch, blocks, block, heads, dim).transpose(2, 3)  # (B, nb, H, b, D)
@@ -93,31 +123,18 @@ def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, masks: EncoderMasks
         return F.pad(t, (0, 0, 0, 0, block, block)).unfold(1, 3 * block, block).transpose(-1, -2)
 
     k_win, v_win = windows(k), windows(v)
-    ok_win = F.pad(key_ok, (block, block), value=False).unfold(1, 3 * block, block)  # (B, nb, 3b)
-
-    # Query i of a block sits at column i + block of its 3-block key window.
-    rows = torch.arange(block, device=q.device)[:, None]
-    cols = torch.arange(3 * block, device=q.device)[None, :]
-    band = (cols - rows - block).abs() <= block  # (b, 3b)
-    # Each query may always see itself, so no row is empty (pad rows are zeroed afterwards).
-    diagonal = cols == rows + block
-    mask = (band & ok_win[:, :, None, :]) | diagonal  # (B, nb, b, 3b)
-
     if masks.num_global:
-        g = masks.num_global
         k_glob = _gather_rows(k[:, :length], masks.global_index).permute(0, 2, 1, 3)  # (B, H, G, D)
         v_glob = _gather_rows(v[:, :length], masks.global_index).permute(0, 2, 1, 3)
         k_win = torch.cat([k_win, k_glob[:, None].expand(-1, blocks, -1, -1, -1)], dim=-2)
         v_win = torch.cat([v_win, v_glob[:, None].expand(-1, blocks, -1, -1, -1)], dim=-2)
-        glob_ok = masks.global_valid[:, None, None, :].expand(-1, blocks, block, g)
-        mask = torch.cat([mask, glob_ok], dim=-1)
 
     keys = k_win.shape[-2]
     out = F.scaled_dot_product_attention(
         q_blocks.reshape(batch * blocks, heads, block, dim),
         k_win.reshape(batch * blocks, heads, keys, dim),
         v_win.reshape(batch * blocks, heads, keys, dim),
-        attn_mask=mask.reshape(batch * blocks, 1, block, keys),
+        attn_mask=masks.window_mask(block, q.dtype),
         dropout_p=dropout_p,
     )
     out = out.view(batch, blocks, heads, block, dim).transpose(2, 3).reshape(batch, blocks * block, heads, dim)

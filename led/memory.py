@@ -17,7 +17,8 @@ activation gradients. The peak is the largest of
 
 What a stage keeps follows the code in led/model.py and led/attention.py and what PyTorch's kernels save:
 the fused attention kernels (CPU flash, CUDA memory-efficient) keep their inputs, output, log-sum-exp and
-the boolean mask converted to an additive mask in the query dtype; with attention dropout on CPU, SDPA
+the additive mask in the query dtype (built from a boolean one by SDPA, or, in the encoder, once per window
+size and shared by the layers); with attention dropout on CPU, SDPA
 falls back to its math path, which keeps the probability matrices. Dropout keeps a bool mask on CUDA and
 a noise tensor of the input's dtype on CPU. Under bf16 autocast, LayerNorm runs in fp32 (so the residual
 stream is fp32) and every matmul casts its fp32 input on its own, so the projections of one input keep
@@ -224,7 +225,10 @@ def _encoder_layer(b: _Bytes, config: LEDConfig, name: str, batch: int, length: 
     saved = (inputs
              + (1 + 2 * has_global) * x * b.act  # q (kept by SDPA), k and v (kept by the global-key gathers)
              + 2 * windows
-             + _attention(b, config, blocks * heads, block, keys, mask_rows=blocks * block)
+             # The window mask is shared by the layers (_window_masks), but CUDA's memory-efficient kernel
+             # keeps its own copy, padded to 16 keys, unless the keys are a multiple of 16 already.
+             + _attention(b, config, blocks * heads, block, keys,
+                          mask_rows=blocks * block if b.device == "cuda" and keys % 16 else 0)
              + (x * b.act if fused else 0))  # SDPA's output; the layer goes on with a re-laid-out copy
     if num_global:
         # key_global/value_global over every token, attended by the global queries
@@ -322,6 +326,7 @@ def _stages(config: LEDConfig, b: _Bytes, batch: int, input_length: int, target_
                          config.max_encoder_position_embeddings, 0)]
     for i, window in enumerate(config.attention_windows):
         stages += _encoder_layer(b, config, f"encoder layer {i}", batch, padded, window, num_global)
+    _window_masks(b, config, stages, batch, padded, num_global)
     stages.append(_embedding(b, config, "decoder embeddings", batch * target_length,
                              config.max_decoder_position_embeddings, encoder_grad))
     decoder = []
@@ -338,6 +343,24 @@ def _stages(config: LEDConfig, b: _Bytes, batch: int, input_length: int, target_
         else:
             decoder[1].saved += batch * padded * config.d_model * b.act
     return stages + decoder + _head(b, config, batch, target_length)
+
+
+def _window_masks(b: _Bytes, config: LEDConfig, stages: list[_Stage], batch: int, length: int,
+                  num_global: int) -> None:
+    """The additive window mask of the encoder's blocked attention: one per window size, built by the first
+    layer with that window and shared by the others (led/attention.py). The layers' SDPA nodes (fused
+    kernels) and, under gradient checkpointing, the layers' saved inputs keep it until the first layer's
+    backward."""
+    first_layers: dict[int, int] = {}
+    for i, window in enumerate(config.attention_windows):
+        first_layers.setdefault(window // 2, i)
+    fused = not (b.device == "cpu" and config.attention_dropout > 0)
+    for block, i in first_layers.items():
+        rows = batch * -(-length // block) * block
+        mask = rows * (3 * block + num_global) * b.act
+        attention = next(s for s in stages if s.name == f"encoder layer {i} attention")
+        attention.inputs += mask
+        attention.saved += mask if fused else 0
 
 
 def _optimizer_memory(config: LEDConfig, optimizer: str, b: _Bytes) -> tuple[int, int]:
