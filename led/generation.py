@@ -6,8 +6,10 @@ how `length_penalty` and `early_stopping` (True / False / "never") rank finished
 the search. What differs is the work done: the encoder runs once, cross-attention keys/values are
 computed once on the B input rows and shared by the beams of each input (never repeated per beam),
 every step feeds only the newest token to the decoder, and on CPU the output projection uses a layout
-that is fast for a few rows. Logits therefore differ from `transformers`' by float rounding (~1e-6), so
-a token could only differ where two candidates score within about that much of each other.
+that is fast for a few rows; greedy steps on CPU screen the vocabulary with an fp16 copy of the head and
+compute fp32 logits only for the tokens that can still win (`_Head`: exact, not approximate). Logits
+therefore differ from `transformers`' by float rounding (~1e-6), so a token could only differ where two
+candidates score within about that much of each other.
 
 Lengths follow `transformers`: `max_length` / `min_length` count the decoder start token, while
 `max_new_tokens` / `min_new_tokens` count generated tokens only. With nothing set anywhere, 20 new
@@ -320,7 +322,7 @@ def generate(
 
 
 class _Step:
-    """One decoding step: the newest token of every row -> fp32 logits of the token after it.
+    """One decoding step: the newest token of every row -> the decoder's last hidden state (N, d_model).
 
     The cache holds one cross-attention row per input; rows of the self-attention cache are B (greedy)
     or B * num_beams (beam search, the beams of an input consecutive), which the decoder groups onto
@@ -334,20 +336,96 @@ class _Step:
             # additive mask in every layer at every step.
             encoder_attention_mask = None
         self.decoder, self.cache, self.encoder_attention_mask = model.led.decoder, cache, encoder_attention_mask
-        self.bias = model.final_logits_bias  # (1, V)
-        weight = model.lm_head.weight  # (V, D)
-        # On CPU, a product of a few rows with the (V, D) matrix takes a slow matrix-vector path: ~4x
-        # slower at V = 50k than with a (D, V) copy, which costs V * D more numbers while generating.
-        self.head_t = weight.t().contiguous() if weight.device.type == "cpu" else weight.t()
+        self.head = _Head(model)
 
     def __call__(self, last_tokens: Tensor) -> Tensor:
-        """(N,) newest tokens -> (N, V) logits; the cache grows by one position."""
-        hidden = self.decoder(last_tokens[:, None], None, self.encoder_attention_mask, cache=self.cache)[:, -1]
-        return (hidden @ self.head_t + self.bias.to(hidden.dtype)).float()
+        """(N,) newest tokens -> (N, d_model); the cache grows by one position."""
+        return self.decoder(last_tokens[:, None], None, self.encoder_attention_mask, cache=self.cache)[:, -1]
+
+
+# The screen's error bound relative to |h| |w| (d_model < 2**14): rounding h and w to fp16 (2**-11 each),
+# accumulating d_model products in fp32 (at most 2**-10 of sum|h_i w_i| <= |h| |w|) and rounding the result to
+# fp16 (2**-11) stay within 0.0025; 2**-8 keeps a margin. Subnormals and the fp32 bias add are bounded apart.
+_SCREEN_ERROR = 2.0**-8
+
+
+class _Head:
+    """lm_head + final_logits_bias for the decoding loops: hidden states (N, d_model) -> fp32 logits (N, V),
+    or straight to the greedy choice.
+
+    On CPU the fp32 head is most of a greedy step: it reads the whole (V, d_model) matrix (memory-bound). So
+    `greedy` screens the vocabulary with an fp16 copy (half the bytes) and computes the exact fp32 logit only
+    of the tokens that can still be the argmax: those whose screened score is within twice the screen's
+    error bound of the best. The bound holds for every token, and the logits processors move a score by at
+    most their Lipschitz constant times it (bans and forced tokens do not depend on the scores), so the
+    result is the argmax of the fp32 logits, not an approximation of it.
+    """
+
+    def __init__(self, model: LEDForConditionalGeneration):
+        self.weight, self.bias = model.lm_head.weight, model.final_logits_bias  # (V, D), (1, V)
+        self._weight_t: Tensor | None = None
+        self._screen: Tensor | None = None
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """(N, D) -> (N, V) fp32 logits."""
+        if self._weight_t is None:
+            # On CPU, a product of a few rows with the (V, D) matrix takes a slow matrix-vector path: ~4x
+            # slower at V = 50k than with a (D, V) copy, which costs V * D more numbers while generating.
+            cpu = self.weight.device.type == "cpu"
+            self._weight_t = self.weight.t().contiguous() if cpu else self.weight.t()
+        return (hidden @ self._weight_t + self.bias.to(hidden.dtype)).float()
+
+    def greedy(self, hidden: Tensor, ids: Tensor, processors: list[LogitsProcessor], lipschitz: float) -> Tensor:
+        """(N,) argmax of the processed fp32 logits of `hidden` (N, D), given the sequences `ids` (N, t).
+        `lipschitz`: how much the processors can stretch a difference of scores (repetition penalty)."""
+        norms = hidden.norm(dim=-1)  # (N,)
+        if not self._screened(hidden, norms):
+            return _apply(processors, ids, self.logits(hidden)).argmax(-1)
+        scores = _apply(processors, ids, self.screened_logits(hidden))
+        error = lipschitz * self.screen_error(norms, hidden.shape[1])
+        candidates = scores >= scores.max(-1).values[:, None] - 2 * error[:, None]
+        rows, cols = candidates.nonzero(as_tuple=True)
+        if rows.numel() > scores.numel() // 16:  # nearly flat scores (or all banned): no use screening
+            return _apply(processors, ids, self.logits(hidden)).argmax(-1)
+        exact = torch.full_like(scores, -math.inf)
+        exact[rows, cols] = (self.weight[cols] * hidden[rows]).sum(-1) + self.bias[0, cols]
+        return _apply(processors, ids, exact).argmax(-1)
+
+    def screened_logits(self, hidden: Tensor) -> Tensor:
+        """(N, D) fp32 -> (N, V) fp32 logits from the fp16 copy of the head, within `screen_error` of the
+        exact ones."""
+        half = hidden.half()
+        # For one row the matrix-vector kernel is the fast one; both accumulate in fp32.
+        screened = torch.mv(self._screen, half[0])[None] if len(half) == 1 else F.linear(half, self._screen)
+        return torch.add(screened, self.bias[0])
+
+    def screen_error(self, norms: Tensor, d_model: int) -> Tensor:
+        """(N,) bound on |screened_logits - fp32 logits| per row, given the rows' norms |h|: the relative
+        bound, plus fp16 subnormals (absolute error <= 2**-25 per rounding) and the fp32 bias add."""
+        max_norm = self._max_row_norm
+        return (_SCREEN_ERROR * norms * max_norm
+                + 2.0**-24 * (d_model**0.5 * (norms + max_norm) + 4 * self._max_bias + 1))
+
+    def _screened(self, hidden: Tensor, norms: Tensor) -> bool:
+        # Only fp32 weights on CPU gain (on a GPU the head is not what a step waits for); under autocast
+        # the model's own logits are bf16 products, which the fp32 candidates would not reproduce.
+        if (self.weight.device.type != "cpu" or self.weight.dtype != torch.float32 or hidden.dtype != torch.float32
+                or torch.is_autocast_enabled("cpu") or hidden.shape[1] >= 2**14):
+            return False
+        if self._screen is None:
+            weight = self.weight.detach()
+            self._max_row_norm = float(weight.norm(dim=1).max())
+            self._max_bias = float(self.bias.abs().max())
+            self._fits_fp16 = float(weight.abs().max()) < 2**15
+            self._screen = weight.half()
+        # fp16 holds the weights, the hidden states and every product sum (|h| |w| bounds them) only below 65504.
+        return self._fits_fp16 and float(norms.max()) * max(self._max_row_norm, 1.0) < 2**15
 
 
 def _greedy(step: _Step, plan: _Plan, processors: list[LogitsProcessor], batch: int) -> Tensor:
-    device = step.head_t.device
+    device = step.head.weight.device
+    # The repetition penalty multiplies or divides scores by the penalty: differences grow by up to that much.
+    lipschitz = max(plan.cfg.repetition_penalty, 1 / plan.cfg.repetition_penalty)
     ids = torch.full((batch, plan.max_length), plan.pad if plan.pad is not None else 0, dtype=torch.long,
                      device=device)
     ids[:, 0] = plan.start
@@ -355,8 +433,7 @@ def _greedy(step: _Step, plan: _Plan, processors: list[LogitsProcessor], batch: 
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     length = 1
     while length < plan.max_length:
-        logits = step(ids[:, length - 1])
-        tokens = _apply(processors, ids[:, :length], logits).argmax(-1)
+        tokens = step.head.greedy(step(ids[:, length - 1]), ids[:, :length], processors, lipschitz)
         if eos is not None:  # finished sequences continue with padding
             tokens = torch.where(unfinished, tokens, plan.pad)
             unfinished &= ~torch.isin(tokens, eos)
@@ -396,7 +473,7 @@ class _Beams:
 
 def _beam_search(step: _Step, plan: _Plan, processors: list[LogitsProcessor], batch: int) -> Tensor:
     beams = plan.cfg.num_beams
-    device = step.head_t.device
+    device = step.head.weight.device
     state = _Beams.start(batch, beams, plan, device)
     # Keep 2K candidates (more with several EOS ids) so that K stay live even if K of them end here.
     keep = max(2, 1 + len(plan.eos or [])) * beams
@@ -404,7 +481,7 @@ def _beam_search(step: _Step, plan: _Plan, processors: list[LogitsProcessor], ba
     length = 1
     while True:
         last = state.running[:, :, length - 1].reshape(-1)
-        log_probs = F.log_softmax(step(last), dim=-1)
+        log_probs = F.log_softmax(step.head.logits(step(last)), dim=-1)
         log_probs = _apply(processors, state.running[:, :, :length].reshape(batch * beams, length), log_probs)
         parents, all_ended = _beam_step(state, log_probs, length, keep, eos, plan)
         length += 1

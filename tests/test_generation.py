@@ -11,13 +11,15 @@ import copy
 import functools
 import json
 import re
+import types
 
 import pytest
 import torch
 
 from conftest import TINY_CONFIGS, make_batch, make_pair
 from led import LEDForConditionalGeneration
-from led.generation import GenerationConfig
+from led import LEDConfig
+from led.generation import GenerationConfig, _apply, _Head, _processors
 
 EOS, PAD, START = 2, 1, 2
 # Bias of the EOS logit, per config: EOS wins now and then, at different steps for different inputs.
@@ -61,6 +63,8 @@ CASES = {
     "forced_eos-beam3": ("gelu_new", "padded", 0, dict(num_beams=3, forced_eos_token_id=EOS, max_length=10), True),
     "forced_bos-beam2": ("uniform", "padded", 1, dict(num_beams=2, forced_bos_token_id=0, max_length=10), True),
     "repetition_penalty=1.3-beam2": ("gelu_new", "padded", 1, dict(num_beams=2, repetition_penalty=1.3), True),
+    "repetition_penalty=1.5-greedy": ("per_layer", "padded", 1, dict(repetition_penalty=1.5), True),
+    "repetition_penalty=0.7-greedy": ("uniform", "padded", 1, dict(repetition_penalty=0.7), True),
     "two_eos_ids-beam5": ("uniform", "first", 1, dict(num_beams=5, eos_token_id=[EOS, 7]), True),
 }
 
@@ -131,6 +135,63 @@ def test_cached_generation_equals_uncached_decoding():
             logits[:, EOS] = -float("inf")
             ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], 1)
     assert torch.equal(ids, out)
+
+
+# --- the screened greedy head (led.generation._Head) --------------------------------------------------
+
+def _head_and_hidden(vocab: int, d_model: int, rows: int, seed: int):
+    """A head whose logits come in near-ties that fp16 cannot resolve: groups of 8 rows, row k of a group the
+    group's base row times 1 + k * 1e-5, so that logits within a group differ by ~1e-5 relative: far below the
+    screen's resolution, far above fp32 rounding."""
+    gen = torch.Generator().manual_seed(seed)
+    model = LEDForConditionalGeneration(LEDConfig(**{**TINY_CONFIGS["uniform"], "vocab_size": vocab,
+                                                     "d_model": d_model, "encoder_attention_heads": 2,
+                                                     "decoder_attention_heads": 2}))
+    with torch.no_grad():
+        base = torch.randn(vocab // 8, 1, d_model, generator=gen)
+        steps = 1 + 1e-5 * torch.arange(8, dtype=torch.float32)[None, :, None]
+        model.lm_head.weight.copy_((base * steps).reshape(vocab, d_model))
+        model.final_logits_bias.copy_(torch.randn(vocab // 8, 1, generator=gen).expand(-1, 8).reshape(1, vocab))
+    hidden = 10 * torch.randn(rows, d_model, generator=gen)
+    return _Head(model), hidden
+
+
+@pytest.mark.parametrize("repetition_penalty", [1.0, 1.7, 0.5])
+def test_screened_greedy_head_is_the_argmax_of_the_fp32_logits(repetition_penalty):
+    head, hidden = _head_and_hidden(vocab=4096, d_model=64, rows=64, seed=0)
+    ids = torch.randint(0, 4096, (64, 12), generator=torch.Generator().manual_seed(1))
+    # Every processor kind that acts on greedy scores: a score-dependent one and bans that are not.
+    cfg = GenerationConfig(repetition_penalty=repetition_penalty, no_repeat_ngram_size=2).with_defaults()
+    processors = _processors(cfg, max_length=20, min_length=15, eos=[2, 3], vocab=4096, device=torch.device("cpu"))
+    lipschitz = max(repetition_penalty, 1 / repetition_penalty)
+    full_head_calls = []
+    head.logits = lambda hidden, full=head.logits: full_head_calls.append(1) or full(hidden)
+    with torch.no_grad():
+        screened = head.greedy(hidden, ids, processors, lipschitz)
+        assert not full_head_calls  # the screen decided, not the full-head fallback
+        reference = _apply(processors, ids, head.logits(hidden)).argmax(-1)
+        # The ties are real: the fp16 screen alone picks another token in some rows.
+        assert (_apply(processors, ids, head.screened_logits(hidden)).argmax(-1) != reference).any()
+    assert torch.equal(screened, reference)
+
+
+@pytest.mark.parametrize("rows", [1, 16])  # one row takes the matrix-vector kernel, several the matrix one
+def test_the_screen_stays_within_its_error_bound(rows):
+    """The screen relies on this machine's fp16 kernels accumulating in fp32; one that accumulated in fp16
+    would break the bound, and this test. Scales include weights in fp16's subnormal range."""
+    gen = torch.Generator().manual_seed(0)
+    for d_model, scale in ((64, 1.0), (256, 30.0), (1024, 0.05), (256, 1e-6)):
+        weight = scale * torch.randn(2048, d_model, generator=gen)
+        bias = torch.randn(1, 2048, generator=gen)
+        head = _Head(types.SimpleNamespace(lm_head=types.SimpleNamespace(weight=weight), final_logits_bias=bias))
+        hidden = torch.randn(rows, d_model, generator=gen) / max(scale, 1e-3)
+        norms = hidden.norm(dim=-1)
+        assert head._screened(hidden, norms)
+        exact = hidden.double() @ weight.double().t() + bias.double()
+        error = (head.screened_logits(hidden).double() - exact).abs()
+        bound = head.screen_error(norms, d_model).double()[:, None]
+        assert (error <= bound).all()
+        assert (error / bound).max() > 1e-3 or scale < 1e-3  # ... and the bound is not loose by orders of magnitude
 
 
 # --- defaults from a checkpoint ---------------------------------------------------------------------
