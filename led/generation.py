@@ -364,7 +364,10 @@ class _Head:
     def __init__(self, model: LEDForConditionalGeneration):
         self.weight, self.bias = model.lm_head.weight, model.final_logits_bias  # (V, D), (1, V)
         self._weight_t: Tensor | None = None
+        # The fp16 copy of the weight and what the error bound needs of it, made by the first screened step.
         self._screen: Tensor | None = None
+        self._max_row_norm = self._max_bias = 0.0
+        self._fits_fp16 = False
 
     def logits(self, hidden: Tensor) -> Tensor:
         """(N, D) -> (N, V) fp32 logits."""
