@@ -200,9 +200,13 @@ def _feed_forward(b: _Bytes, config: LEDConfig, name: str, tokens: int, ffn: int
 
 
 def _encoder_layer(b: _Bytes, config: LEDConfig, name: str, batch: int, length: int, window: int,
-                   num_global: int) -> list[_Stage]:
+                   num_global: int, builds_mask: bool) -> list[_Stage]:
     """Windowed + global self-attention (led/attention.py) and the feed-forward block of one encoder layer:
-    the attention itself, its output projection + residual, the feed-forward block."""
+    the attention itself, its output projection + residual, the feed-forward block.
+
+    The additive window mask is built by the first layer with its window (`builds_mask`) and shared by the
+    others: the layers' SDPA nodes (fused kernels) and, under gradient checkpointing, the layers' saved
+    inputs keep it until that first layer's backward, so it is counted there."""
     d, heads = config.d_model, config.encoder_attention_heads
     block = window // 2
     length = -(-length // block) * block  # a layer with a smaller window than the largest pads its blocks
@@ -225,7 +229,7 @@ def _encoder_layer(b: _Bytes, config: LEDConfig, name: str, batch: int, length: 
     saved = (inputs
              + (1 + 2 * has_global) * x * b.act  # q (kept by SDPA), k and v (kept by the global-key gathers)
              + 2 * windows
-             # The window mask is shared by the layers (_window_masks), but CUDA's memory-efficient kernel
+             # The window mask is shared by the layers (`builds_mask`), but CUDA's memory-efficient kernel
              # keeps its own copy, padded to 16 keys, unless the keys are a multiple of 16 already.
              + _attention(b, config, blocks * heads, block, keys,
                           mask_rows=blocks * block if b.device == "cuda" and keys % 16 else 0)
@@ -239,8 +243,9 @@ def _encoder_layer(b: _Bytes, config: LEDConfig, name: str, batch: int, length: 
     # SDPA's gradients of q and of both windows.
     work = x * b.norm + 2 * x * b.act + 2 * windows - 2 * has_global * x * b.act
     part = "encoder layers"
-    attention = _Stage(f"{name} attention", part, saved, work, sum(math.prod(s) for s in shapes[:12]), name,
-                       inputs=x * b.norm)
+    mask = blocks * block * keys * b.act if builds_mask else 0
+    attention = _Stage(f"{name} attention", part, saved + (mask if fused else 0), work,
+                       sum(math.prod(s) for s in shapes[:12]), name, inputs=x * b.norm + mask)
     # The output projection's input, then dropout + residual + LayerNorm; backward: the residual-stream
     # gradient and the two gradients of the global-row merge (torch.where), once LayerNorm's input is freed.
     output = _Stage(f"{name} attention output", part, x * b.act + _residual(b, config, tokens),
@@ -325,8 +330,8 @@ def _stages(config: LEDConfig, b: _Bytes, batch: int, input_length: int, target_
     stages = [_embedding(b, config, "encoder embeddings", batch * padded,
                          config.max_encoder_position_embeddings, 0)]
     for i, window in enumerate(config.attention_windows):
-        stages += _encoder_layer(b, config, f"encoder layer {i}", batch, padded, window, num_global)
-    _window_masks(b, config, stages, batch, padded, num_global)
+        builds_mask = window not in config.attention_windows[:i]  # the first layer with this window
+        stages += _encoder_layer(b, config, f"encoder layer {i}", batch, padded, window, num_global, builds_mask)
     stages.append(_embedding(b, config, "decoder embeddings", batch * target_length,
                              config.max_decoder_position_embeddings, encoder_grad))
     decoder = []
@@ -343,24 +348,6 @@ def _stages(config: LEDConfig, b: _Bytes, batch: int, input_length: int, target_
         else:
             decoder[1].saved += batch * padded * config.d_model * b.act
     return stages + decoder + _head(b, config, batch, target_length)
-
-
-def _window_masks(b: _Bytes, config: LEDConfig, stages: list[_Stage], batch: int, length: int,
-                  num_global: int) -> None:
-    """The additive window mask of the encoder's blocked attention: one per window size, built by the first
-    layer with that window and shared by the others (led/attention.py). The layers' SDPA nodes (fused
-    kernels) and, under gradient checkpointing, the layers' saved inputs keep it until the first layer's
-    backward."""
-    first_layers: dict[int, int] = {}
-    for i, window in enumerate(config.attention_windows):
-        first_layers.setdefault(window // 2, i)
-    fused = not (b.device == "cpu" and config.attention_dropout > 0)
-    for block, i in first_layers.items():
-        rows = batch * -(-length // block) * block
-        mask = rows * (3 * block + num_global) * b.act
-        attention = next(s for s in stages if s.name == f"encoder layer {i} attention")
-        attention.inputs += mask
-        attention.saved += mask if fused else 0
 
 
 def _optimizer_memory(config: LEDConfig, optimizer: str, b: _Bytes) -> tuple[int, int]:
