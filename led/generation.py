@@ -6,7 +6,7 @@ how `length_penalty` and `early_stopping` (True / False / "never") rank finished
 the search. What differs is the work done: the encoder runs once, cross-attention keys/values are
 computed once on the B input rows and shared by the beams of each input (never repeated per beam),
 every step feeds only the newest token to the decoder, and on CPU the output projection uses a layout
-that is fast for a few rows; greedy steps on CPU screen the vocabulary with an fp16 copy of the head and
+that is fast for a few rows; greedy steps on CPU screen the vocabulary with an int8 copy of the head and
 compute fp32 logits only for the tokens that can still win (`_Head`: exact, not approximate). Logits
 therefore differ from `transformers`' by float rounding (~1e-6), so a token could only differ where two
 candidates score within about that much of each other.
@@ -343,10 +343,12 @@ class _Step:
         return self.decoder(last_tokens[:, None], None, self.encoder_attention_mask, cache=self.cache)[:, -1]
 
 
-# The screen's error bound relative to |h| |w| (d_model < 2**14): rounding h and w to fp16 (2**-11 each),
-# accumulating d_model products in fp32 (at most 2**-10 of sum|h_i w_i| <= |h| |w|) and rounding the result to
-# fp16 (2**-11) stay within 0.0025; 2**-8 keeps a margin. Subnormals and the fp32 bias add are bounded apart.
-_SCREEN_ERROR = 2.0**-8
+# The screen's error bound relative to |h| |w_hat| (w_hat: the int8 weights times their bf16 scales, exact in
+# fp32; d_model < 2**14): rounding h to bf16 (2**-9), accumulating d_model products in fp32 (< 2**-9 of
+# sum|h_i w_hat_i| <= |h| |w_hat|, even with the product rounded apart from the add, as the kernel's portable
+# path does) and rounding the result to bf16 (2**-9) stay within 0.006; 2**-7 keeps a margin (the fp32 norms'
+# rounding among it). The weights' own rounding to int8 is bounded apart (|h|_1 times the largest weight error).
+_SCREEN_ERROR = 2.0**-7
 
 
 class _Head:
@@ -354,20 +356,21 @@ class _Head:
     or straight to the greedy choice.
 
     On CPU the fp32 head is most of a greedy step: it reads the whole (V, d_model) matrix (memory-bound). So
-    `greedy` screens the vocabulary with an fp16 copy (half the bytes) and computes the exact fp32 logit only
-    of the tokens that can still be the argmax: those whose screened score is within twice the screen's
-    error bound of the best. The bound holds for every token, and the logits processors move a score by at
-    most their Lipschitz constant times it (bans and forced tokens do not depend on the scores), so the
-    result is the argmax of the fp32 logits, not an approximation of it.
+    `greedy` screens the vocabulary with an int8 copy (a quarter of the bytes: each row scaled by its largest
+    weight, with PyTorch's int8-weight kernel on bf16 inputs) and computes the exact fp32 logit only of the
+    tokens that can still be the argmax: those whose screened score is within twice the screen's error bound
+    of the best. The bound holds for every token, and the logits processors move a score by at most their
+    Lipschitz constant times it (bans and forced tokens do not depend on the scores), so the result is the
+    argmax of the fp32 logits, not an approximation of it.
     """
 
     def __init__(self, model: LEDForConditionalGeneration):
         self.weight, self.bias = model.lm_head.weight, model.final_logits_bias  # (V, D), (1, V)
+        # Copies of the weight live for one generate call: a cache across calls could not tell when the weight
+        # changed under it (in-place updates through .data, as weight averaging does, leave no trace).
         self._weight_t: Tensor | None = None
-        # The fp16 copy of the weight and what the error bound needs of it, made by the first screened step.
-        self._screen: Tensor | None = None
-        self._max_row_norm = self._max_bias = 0.0
-        self._fits_fp16 = False
+        self._screen: _Int8Screen | None = None  # made by the first screened step
+        self._max_bias = 0.0
 
     def logits(self, hidden: Tensor) -> Tensor:
         """(N, D) -> (N, V) fp32 logits."""
@@ -381,11 +384,11 @@ class _Head:
     def greedy(self, hidden: Tensor, ids: Tensor, processors: list[LogitsProcessor], lipschitz: float) -> Tensor:
         """(N,) argmax of the processed fp32 logits of `hidden` (N, D), given the sequences `ids` (N, t).
         `lipschitz`: how much the processors can stretch a difference of scores (repetition penalty)."""
-        norms = hidden.norm(dim=-1)  # (N,)
-        if not self._screened(hidden, norms):
+        error = lipschitz * self.screen_error(hidden) if self._screened(hidden) else None
+        # No bound covers the scores of infinite or NaN states: those take the full head.
+        if error is None or not bool(error.isfinite().all()):
             return _apply(processors, ids, self.logits(hidden)).argmax(-1)
         scores = _apply(processors, ids, self.screened_logits(hidden))
-        error = lipschitz * self.screen_error(norms, hidden.shape[1])
         candidates = scores >= scores.max(-1).values[:, None] - 2 * error[:, None]
         rows, cols = candidates.nonzero(as_tuple=True)
         if rows.numel() > scores.numel() // 16:  # nearly flat scores (or all banned): no use screening
@@ -395,34 +398,65 @@ class _Head:
         return _apply(processors, ids, exact).argmax(-1)
 
     def screened_logits(self, hidden: Tensor) -> Tensor:
-        """(N, D) fp32 -> (N, V) fp32 logits from the fp16 copy of the head, within `screen_error` of the
+        """(N, D) fp32 -> (N, V) fp32 logits from the int8 copy of the head, within `screen_error` of the
         exact ones."""
-        half = hidden.half()
-        # For one row the matrix-vector kernel is the fast one; both accumulate in fp32.
-        screened = torch.mv(self._screen, half[0])[None] if len(half) == 1 else F.linear(half, self._screen)
+        screened = torch._weight_int8pack_mm(hidden.bfloat16(), self._screen.weight, self._screen.scales)
         return torch.add(screened, self.bias[0])
 
-    def screen_error(self, norms: Tensor, d_model: int) -> Tensor:
-        """(N,) bound on |screened_logits - fp32 logits| per row, given the rows' norms |h|: the relative
-        bound, plus fp16 subnormals (absolute error <= 2**-25 per rounding) and the fp32 bias add."""
-        max_norm = self._max_row_norm
-        return (_SCREEN_ERROR * norms * max_norm
-                + 2.0**-24 * (d_model**0.5 * (norms + max_norm) + 4 * self._max_bias + 1))
+    def screen_error(self, hidden: Tensor) -> Tensor:
+        """(N,) bound on |screened_logits - fp32 logits| per row: the rounding of h and of the products
+        (relative to |h| |w_hat|), the int8 weights' error (at most |h|_1 times the largest), and the fp32
+        bias add; 2**-24 more for values in fp32's subnormal range."""
+        return (_SCREEN_ERROR * hidden.norm(dim=-1) * self._screen.max_row_norm
+                + hidden.abs().sum(-1) * self._screen.max_weight_error + 2.0**-24 * (4 * self._max_bias + 1))
 
-    def _screened(self, hidden: Tensor, norms: Tensor) -> bool:
+    def _screened(self, hidden: Tensor) -> bool:
         # Only fp32 weights on CPU gain (on a GPU the head is not what a step waits for); under autocast
-        # the model's own logits are bf16 products, which the fp32 candidates would not reproduce.
+        # the model's own logits are bf16 products, which the fp32 candidates would not reproduce. The int8
+        # kernel reads d_model in steps of 8 (16 with AVX-512) and assumes nothing past them.
+        d_model = hidden.shape[1]
         if (self.weight.device.type != "cpu" or self.weight.dtype != torch.float32 or hidden.dtype != torch.float32
-                or torch.is_autocast_enabled("cpu") or hidden.shape[1] >= 2**14):
+                or torch.is_autocast_enabled("cpu") or d_model >= 2**14 or d_model % 16):
             return False
         if self._screen is None:
-            weight = self.weight.detach()
-            self._max_row_norm = float(weight.norm(dim=1).max())
+            self._screen = _Int8Screen.of(self.weight.detach())
             self._max_bias = float(self.bias.abs().max())
-            self._fits_fp16 = float(weight.abs().max()) < 2**15
-            self._screen = weight.half()
-        # fp16 holds the weights, the hidden states and every product sum (|h| |w| bounds them) only below 65504.
-        return self._fits_fp16 and float(norms.max()) * max(self._max_row_norm, 1.0) < 2**15
+        # Infinite or NaN weights: no bound covers them.
+        return math.isfinite(self._screen.max_row_norm) and math.isfinite(self._max_bias)
+
+
+@dataclass(frozen=True)
+class _Int8Screen:
+    """The head's weight in int8 with one bf16 scale per row (w_hat = scale * q), and what the screen's error
+    bound needs of it: the largest row norm of w_hat and the largest |w - w_hat|."""
+
+    weight: Tensor  # (V, D) int8
+    scales: Tensor  # (V,) bf16
+    max_row_norm: float
+    max_weight_error: float
+
+    @classmethod
+    def of(cls, weight: Tensor) -> _Int8Screen:
+        """Quantizes (V, D) fp32 `weight`, a few MB of rows at a time: every pass over a chunk stays in cache
+        (~4x faster than whole-matrix passes at V = 50k; this runs once per generate call)."""
+        quantized = torch.empty(weight.shape, dtype=torch.int8)
+        scales = torch.empty(len(weight), dtype=torch.bfloat16)
+        norms = torch.empty(len(weight))
+        rows = max(1, 2**20 // weight.shape[1])
+        for start in range(0, len(weight), rows):
+            chunk, end = weight[start:start + rows], start + rows
+            # The floor keeps every scale a normal number, whose bf16 rounding is relative (2**-9).
+            scale = (chunk.abs().amax(dim=1) / 127).clamp_(min=2.0**-100).bfloat16()
+            scales[start:end] = scale
+            torch.linalg.vector_norm(chunk, dim=1, out=norms[start:end])
+            quantized[start:end] = torch.round(chunk / scale.float()[:, None]).clamp_(-127, 127)
+        # The bf16 scale is at least max|w| / 127 * (1 - 2**-9), so |w| / scale < 127.3 and rounding never
+        # clips: |w - scale * q| <= scale * (0.5 + 2**-17) (the fp32 division's rounding). The factor 1 + 2**-9
+        # covers the fp32 sum |h|_1 that multiplies this (short by at most d_model * 2**-24 < 2**-10).
+        max_error = float(scales.max()) * (0.5 + 2.0**-16) * (1 + 2.0**-9)
+        # |w_hat| <= |w| + sqrt(D) * max_error.
+        return cls(quantized, scales, max_row_norm=float(norms.max()) + weight.shape[1]**0.5 * max_error,
+                   max_weight_error=max_error)
 
 
 def _greedy(step: _Step, plan: _Plan, processors: list[LogitsProcessor], batch: int) -> Tensor:
