@@ -374,12 +374,18 @@ class _Head:
 
     def logits(self, hidden: Tensor) -> Tensor:
         """(N, D) -> (N, V) fp32 logits."""
-        if self._weight_t is None:
-            # On CPU, a product of a few rows with the (V, D) matrix takes a slow matrix-vector path: ~4x
-            # slower at V = 50k than with a (D, V) copy, which costs V * D more numbers while generating.
-            cpu = self.weight.device.type == "cpu"
-            self._weight_t = self.weight.t().contiguous() if cpu else self.weight.t()
-        return (hidden @ self._weight_t + self.bias.to(hidden.dtype)).float()
+        if self.weight.device.type != "cpu":
+            products = hidden @ self.weight.t()
+        elif len(hidden) > 1:
+            # On CPU (MKL) a few rows times the (V, D) matrix is fastest as (V, D) @ (D, N): 2-3x faster than the
+            # other orders for N = 2..16 at V = 50k (beams), and still ahead at N = 256.
+            products = (self.weight @ hidden.t()).t().contiguous()
+        else:
+            # ... but one row is fastest as (1, D) @ (D, V), ~2x, on a (D, V) copy made once per call.
+            if self._weight_t is None:
+                self._weight_t = self.weight.t().contiguous()
+            products = hidden @ self._weight_t
+        return (products + self.bias.to(hidden.dtype)).float()
 
     def greedy(self, hidden: Tensor, ids: Tensor, processors: list[LogitsProcessor], lipschitz: float) -> Tensor:
         """(N,) argmax of the processed fp32 logits of `hidden` (N, D), given the sequences `ids` (N, t).
