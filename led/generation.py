@@ -390,13 +390,17 @@ class _Head:
     def greedy(self, hidden: Tensor, ids: Tensor, processors: list[LogitsProcessor], lipschitz: float) -> Tensor:
         """(N,) argmax of the processed fp32 logits of `hidden` (N, D), given the sequences `ids` (N, t).
         `lipschitz`: how much the processors can stretch a difference of scores (repetition penalty)."""
-        error = lipschitz * self.screen_error(hidden) if self._screened(hidden) else None
+        error = self.screen_error(hidden, lipschitz) if self._screened(hidden) else None
         # No bound covers the scores of infinite or NaN states: those take the full head.
-        if error is None or not bool(error.isfinite().all()):
+        if error is None or not math.isfinite(float(error.sum())):
             return _apply(processors, ids, self.logits(hidden)).argmax(-1)
         scores = _apply(processors, ids, self.screened_logits(hidden))
-        candidates = scores >= scores.max(-1).values[:, None] - 2 * error[:, None]
-        rows, cols = candidates.nonzero(as_tuple=True)
+        candidates = scores >= (scores.max(-1).values - 2 * error)[:, None]
+        rows, cols = candidates.nonzero(as_tuple=True)  # row-major: cols of row 0 first
+        if rows.numel() == len(hidden):
+            # Each row's best screened score is a candidate, so here it is the only one: every other token's
+            # exact score is below the best one's.
+            return cols
         if rows.numel() > scores.numel() // 16:  # nearly flat scores (or all banned): no use screening
             return _apply(processors, ids, self.logits(hidden)).argmax(-1)
         exact = torch.full_like(scores, -math.inf)
@@ -409,12 +413,15 @@ class _Head:
         screened = torch._weight_int8pack_mm(hidden.bfloat16(), self._screen.weight, self._screen.scales)
         return torch.add(screened, self.bias[0])
 
-    def screen_error(self, hidden: Tensor) -> Tensor:
-        """(N,) bound on |screened_logits - fp32 logits| per row: the rounding of h and of the products
-        (relative to |h| |w_hat|), the int8 weights' error (at most |h|_1 times the largest), and the fp32
-        bias add; 2**-24 more for values in fp32's subnormal range."""
-        return (_SCREEN_ERROR * hidden.norm(dim=-1) * self._screen.max_row_norm
-                + hidden.abs().sum(-1) * self._screen.max_weight_error + 2.0**-24 * (4 * self._max_bias + 1))
+    def screen_error(self, hidden: Tensor, lipschitz: float = 1.0) -> Tensor:
+        """(N,) bound on |screened_logits - fp32 logits| per row, times `lipschitz`: the rounding of h and of
+        the products (relative to |h| |w_hat|), the int8 weights' error (at most |h|_1 times the largest),
+        and the fp32 bias add; 2**-24 more for values in fp32's subnormal range."""
+        relative = lipschitz * _SCREEN_ERROR * self._screen.max_row_norm
+        per_l1 = lipschitz * self._screen.max_weight_error
+        absolute = lipschitz * 2.0**-24 * (4 * self._max_bias + 1)
+        return ((torch.linalg.vector_norm(hidden, dim=-1) * relative)
+                .add_(torch.linalg.vector_norm(hidden, 1, dim=-1), alpha=per_l1).add_(absolute))
 
     def _screened(self, hidden: Tensor) -> bool:
         # Only fp32 weights on CPU gain (on a GPU the head is not what a step waits for); under autocast

@@ -215,6 +215,24 @@ def test_the_screen_bound_holds_in_its_worst_case():
     assert (error / bound).min() > 0.8
 
 
+def test_screened_greedy_head_with_clear_winners():
+    """Rows whose winner the screen alone settles (one candidate each), alone and mixed with near-tied rows
+    (two candidates): the right token lands in the right row."""
+    gen = torch.Generator().manual_seed(4)
+    weight = torch.randn(4096, 64, generator=gen)
+    weight[1] = weight[0] * (1 + 1e-5)  # tokens 0 and 1: a tie the screen cannot resolve
+    head = _Head(types.SimpleNamespace(lm_head=types.SimpleNamespace(weight=weight),
+                                       final_logits_bias=torch.zeros(1, 4096)))
+    winners = torch.tensor([4000, 17, 2051, 9, 3333, 100])
+    clear = 40 * weight[winners] / weight[winners].norm(dim=-1, keepdim=True)
+    tied = 40 * weight[:1].expand(3, -1) / weight[0].norm()
+    ids = torch.zeros(6, 1, dtype=torch.long)
+    with torch.no_grad():
+        assert torch.equal(head.greedy(clear, ids, [], 1.0), winners)
+        mixed = torch.cat([clear[:3], tied])
+        assert torch.equal(head.greedy(mixed, ids, [], 1.0), torch.cat([winners[:3], torch.ones(3, dtype=torch.long)]))
+
+
 def test_states_the_screen_cannot_bound_take_the_full_head():
     """Widths the int8 kernel cannot read, and NaN states, give the full head's answer."""
     for d_model, poison in ((40, False), (64, True)):
