@@ -24,13 +24,18 @@ TINY_CONFIGS = {
 
 
 def make_pair(name: str, seed: int = 0, **overrides):
-    """(ours, transformers') LED in eval mode with identical random weights and a random logits bias."""
+    """(ours, transformers') LED in eval mode with identical random weights, random biases and LayerNorm
+    parameters (`transformers` initialises them to 0 and 1, where a dropped or misplaced bias would not show)
+    and a random logits bias."""
     transformers = pytest.importorskip("transformers")
     kwargs = {**TINY_CONFIGS[name], "dropout": 0.0, **overrides}
     torch.manual_seed(seed)
     hf = transformers.LEDForConditionalGeneration(transformers.LEDConfig(**kwargs)).eval()
     with torch.no_grad():
         hf.final_logits_bias.normal_(0, 0.5)
+        for param in hf.parameters():
+            if param.dim() == 1:  # biases and LayerNorm weights and biases
+                param.add_(0.1 * torch.randn_like(param))
     ours = LEDForConditionalGeneration(LEDConfig(**kwargs)).eval()
     result = ours.load_state_dict(hf.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
