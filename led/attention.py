@@ -147,15 +147,44 @@ def global_query_attention(hidden: Tensor, masks: EncoderMasks, query: nn.Linear
     batch, length, d_model = hidden.shape
     dim = d_model // heads
     g = masks.num_global
-    q = query(_gather_rows(hidden, masks.global_index)).view(batch, g, heads, dim).transpose(1, 2)
-    k = key(hidden).view(batch, length, heads, dim).transpose(1, 2)
-    v = value(hidden).view(batch, length, heads, dim).transpose(1, 2)
+    q = query(_gather_rows(hidden, masks.global_index)).view(batch, g, heads, dim)
     key_ok = ~masks.is_pad
     # A row with no token at all (an all-pad sequence) would give NaN; let it see everything instead.
     key_ok = key_ok | ~key_ok.any(-1, keepdim=True)
+    if _fold_global_projections(hidden, heads, g, dropout_p):
+        return _folded_global_attention(hidden, q, key_ok, key, value)
+    q = q.transpose(1, 2)
+    k = key(hidden).view(batch, length, heads, dim).transpose(1, 2)
+    v = value(hidden).view(batch, length, heads, dim).transpose(1, 2)
     mask = key_ok[:, None, None, :].expand(batch, 1, g, length)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     return out.transpose(1, 2)
+
+
+def _fold_global_projections(hidden: Tensor, heads: int, num_global: int, dropout_p: float) -> bool:
+    """Whether the global rows attend to the layer input through folded projections (below): without
+    gradients (the training path, and led/memory.py's account of it, keep the projections), without
+    attention dropout, and while H * G queries of width d_model cost less than projecting keys and values
+    of every token (2 d_model multiply-adds per token against (H - 1) * G more; half that, for margin)."""
+    return (dropout_p == 0.0 and not (torch.is_grad_enabled() and hidden.requires_grad)
+            and (heads - 1) * num_global < hidden.shape[-1] // 2)
+
+
+def _folded_global_attention(hidden: Tensor, q: Tensor, key_ok: Tensor, key: nn.Linear, value: nn.Linear) -> Tensor:
+    """The global rows' attention without key_global/value_global of every token: q . (W_k x + b_k) =
+    (W_k^T q) . x + q . b_k, whose last term is the same for every key (softmax ignores it), and
+    sum_j p_j (W_v x_j + b_v) = W_v (sum_j p_j x_j) + b_v, as the p_j sum to 1. So the H * G queries W_k^T q
+    attend to the layer input itself, and W_v maps what they gather: O(L * d_model * H * G) instead of
+    O(L * d_model^2); equal up to float rounding. q: (B, G, H, D) global queries, unscaled -> (B, G, H, D)."""
+    batch, g, heads, dim = q.shape
+    d_model = hidden.shape[-1]
+    folded = torch.einsum("bghd,hdk->bhgk", q, key.weight.view(heads, dim, d_model))
+    inputs = hidden[:, None]  # (B, 1, L, d_model): one "head" that all H * G queries share
+    gathered = F.scaled_dot_product_attention(folded.reshape(batch, 1, heads * g, d_model), inputs, inputs,
+                                              attn_mask=key_ok[:, None, None, :], scale=dim**-0.5)
+    out = torch.einsum("bhgk,hdk->bghd", gathered.view(batch, heads, g, d_model),
+                       value.weight.view(heads, dim, d_model))
+    return out + value.bias.view(heads, dim)
 
 
 def dense_attention(q: Tensor, k: Tensor, v: Tensor, masks: EncoderMasks, window: int) -> Tensor:

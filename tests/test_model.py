@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import TINY_CONFIGS, make_batch, make_pair
 from led import LEDConfig, LEDForConditionalGeneration, shift_tokens_right
-from led.attention import LongformerSelfAttention
+from led.attention import EncoderMasks, LongformerSelfAttention, _fold_global_projections
 
 
 def _compare_forward(ours, hf, batch):
@@ -185,3 +186,37 @@ def test_encoder_layers_compile_without_graph_breaks():
     compiled = torch.compile(layer, backend="eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(hidden, masks), layer(hidden, masks))
+
+
+@pytest.mark.parametrize("num_global", [1, 3])
+def test_folded_global_rows_equal_projected_ones(num_global):
+    """Without gradients the global rows attend to the layer input through folded key/value projections
+    (led.attention._folded_global_attention); they must equal the projected ones, padding and rows with
+    fewer global tokens included, and be what inference actually runs."""
+    torch.manual_seed(0)
+    config = LEDConfig.from_name("tiny", vocab_size=100, d_model=64, encoder_layers=2, encoder_attention_heads=4,
+                                 attention_window=8, dropout=0.0)
+    model = LEDForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 1:  # biases (zero at initialisation) and LayerNorm parameters
+                param.add_(0.1 * torch.randn_like(param))
+    batch = make_batch(100, [37, 29, 12], 5, "none", seed=7)
+    glob = torch.zeros_like(batch["input_ids"])
+    glob[0, :num_global] = 1
+    glob[1, 3] = 1  # one global token only, not the first
+    attention = model.led.encoder.layers[0].self_attn.longformer_self_attn
+    hidden = torch.randn(3, 40, 64)
+    masks = EncoderMasks.build(F.pad(batch["attention_mask"], (0, 3)), F.pad(glob, (0, 3)))
+    with torch.no_grad():
+        folded = attention(hidden, masks)
+    projected = attention(hidden.requires_grad_(), masks).detach()  # the training path
+    assert _fold_global_projections(hidden.detach(), 4, masks.num_global, 0.0)
+    assert not _fold_global_projections(hidden, 4, masks.num_global, 0.0)
+    torch.testing.assert_close(folded, projected, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(folded, projected)  # two computations, not one
+    with torch.no_grad():
+        encoded = model.encode(batch["input_ids"], batch["attention_mask"], glob)
+    reference = model.encode(batch["input_ids"], batch["attention_mask"], glob).detach()
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(encoded[real], reference[real], atol=1e-5, rtol=1e-5)
