@@ -427,9 +427,11 @@ class _Head:
         # Only fp32 weights on CPU gain (on a GPU the head is not what a step waits for); under autocast
         # the model's own logits are bf16 products, which the fp32 candidates would not reproduce. The int8
         # kernel reads d_model in steps of 8 (16 with AVX-512) and assumes nothing past them.
+        # The kernel is a private PyTorch op: a build without it takes the full head.
         d_model = hidden.shape[1]
         if (self.weight.device.type != "cpu" or self.weight.dtype != torch.float32 or hidden.dtype != torch.float32
-                or torch.is_autocast_enabled("cpu") or d_model >= 2**14 or d_model % 16):
+                or torch.is_autocast_enabled("cpu") or d_model >= 2**14 or d_model % 16
+                or not hasattr(torch, "_weight_int8pack_mm")):
             return False
         if self._screen is None:
             self._screen = _Int8Screen.of(self.weight.detach())
