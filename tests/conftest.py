@@ -33,13 +33,20 @@ def make_pair(name: str, seed: int = 0, **overrides):
     hf = transformers.LEDForConditionalGeneration(transformers.LEDConfig(**kwargs)).eval()
     with torch.no_grad():
         hf.final_logits_bias.normal_(0, 0.5)
-        for param in hf.parameters():
-            if param.dim() == 1:  # biases and LayerNorm weights and biases
-                param.add_(0.1 * torch.randn_like(param))
+    perturb_vectors(hf)
     ours = LEDForConditionalGeneration(LEDConfig(**kwargs)).eval()
     result = ours.load_state_dict(hf.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     return ours, hf
+
+
+def perturb_vectors(module: torch.nn.Module) -> None:
+    """Adds N(0, 0.1) noise to every 1-D parameter (biases, LayerNorm weights and biases): initialised to 0 and
+    1, they would hide a dropped or misplaced bias from any comparison."""
+    with torch.no_grad():
+        for param in module.parameters():
+            if param.dim() == 1:
+                param.add_(0.1 * torch.randn_like(param))
 
 
 def make_batch(vocab_size: int, lengths: list[int], target_length: int, globals_: str, seed: int = 0):

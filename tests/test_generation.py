@@ -156,6 +156,11 @@ def _head_and_hidden(vocab: int, d_model: int, rows: int, seed: int):
     return _Head(model), hidden
 
 
+def _bare_head(weight: torch.Tensor, bias: torch.Tensor) -> _Head:
+    """A head on just a (V, D) weight and a (1, V) logits bias, without a model around them."""
+    return _Head(types.SimpleNamespace(lm_head=types.SimpleNamespace(weight=weight), final_logits_bias=bias))
+
+
 @pytest.mark.parametrize("repetition_penalty", [1.0, 1.7, 0.5])
 def test_screened_greedy_head_is_the_argmax_of_the_fp32_logits(repetition_penalty):
     head, hidden = _head_and_hidden(vocab=4096, d_model=64, rows=64, seed=0)
@@ -184,7 +189,7 @@ def test_the_screen_stays_within_its_error_bound(rows):
         row_sizes = torch.logspace(-3, 0, 2045)[torch.randperm(2045, generator=gen)][:, None]
         weight = scale * torch.randn(2045, d_model, generator=gen) * row_sizes
         bias = torch.randn(1, 2045, generator=gen)
-        head = _Head(types.SimpleNamespace(lm_head=types.SimpleNamespace(weight=weight), final_logits_bias=bias))
+        head = _bare_head(weight, bias)
         hidden = torch.randn(rows, d_model, generator=gen) / max(scale, 1e-3)
         assert head._screened(hidden)
         exact = hidden.double() @ weight.double().t() + bias.double()
@@ -204,8 +209,7 @@ def test_the_screen_bound_holds_in_its_worst_case():
     magnitudes = torch.randint(0, 3, (vocab, d_model), generator=gen) + 0.499  # round() goes toward zero
     magnitudes[:, 0] = 127
     weight = 2.0**-6 * magnitudes * torch.where(torch.rand(vocab, d_model, generator=gen) < 0.5, -1.0, 1.0)
-    head = _Head(types.SimpleNamespace(lm_head=types.SimpleNamespace(weight=weight),
-                                       final_logits_bias=torch.zeros(1, vocab)))
+    head = _bare_head(weight, torch.zeros(1, vocab))
     hidden = torch.sign(weight)  # row i lines up with the errors of weight row i: they share w's signs
     hidden[:, 0] = 0
     assert head._screened(hidden)
@@ -221,8 +225,7 @@ def test_screened_greedy_head_with_clear_winners():
     gen = torch.Generator().manual_seed(4)
     weight = torch.randn(4096, 64, generator=gen)
     weight[1] = weight[0] * (1 + 1e-5)  # tokens 0 and 1: a tie the screen cannot resolve
-    head = _Head(types.SimpleNamespace(lm_head=types.SimpleNamespace(weight=weight),
-                                       final_logits_bias=torch.zeros(1, 4096)))
+    head = _bare_head(weight, torch.zeros(1, 4096))
     winners = torch.tensor([4000, 17, 2051, 9, 3333, 100])
     clear = 40 * weight[winners] / weight[winners].norm(dim=-1, keepdim=True)
     tied = 40 * weight[:1].expand(3, -1) / weight[0].norm()

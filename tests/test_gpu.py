@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from conftest import make_batch, make_pair
+from conftest import make_batch, make_pair, perturb_vectors
 from led.attention import EncoderMasks, LongformerSelfAttention
 
 pytestmark = [pytest.mark.gpu,
@@ -53,9 +53,7 @@ def test_cuda_folded_global_rows_at_led_base_width():
     flash kernel; whatever kernel runs must give the projected rows' result, in fp32 and under bf16 autocast."""
     torch.manual_seed(0)
     attention = LongformerSelfAttention(768, 12, window=64, dropout=0.0).cuda()
-    with torch.no_grad():
-        for linear in (attention.key_global, attention.value_global):
-            linear.bias.normal_(0, 0.1)
+    perturb_vectors(attention)
     hidden = torch.randn(2, 300, 768, device="cuda")
     attention_mask = torch.ones(2, 300, dtype=torch.long, device="cuda")
     attention_mask[1, 250:] = 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_CONFIGS, make_batch, make_pair
+from conftest import TINY_CONFIGS, make_batch, make_pair, perturb_vectors
 from led import LEDConfig, LEDForConditionalGeneration, shift_tokens_right
 from led.attention import EncoderMasks, LongformerSelfAttention, _fold_global_projections
 
@@ -197,10 +197,7 @@ def test_folded_global_rows_equal_projected_ones(num_global):
     config = LEDConfig.from_name("tiny", vocab_size=100, d_model=64, encoder_layers=2, encoder_attention_heads=4,
                                  attention_window=8, dropout=0.0)
     model = LEDForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() == 1:  # biases (zero at initialisation) and LayerNorm parameters
-                param.add_(0.1 * torch.randn_like(param))
+    perturb_vectors(model)
     batch = make_batch(100, [37, 29, 12], 5, "none", seed=7)
     glob = torch.zeros_like(batch["input_ids"])
     glob[0, :num_global] = 1
