@@ -1,6 +1,6 @@
 """Score summaries with ROUGE: `python evaluate.py predictions=FILE.jsonl` or `ckpt_path=... data=...`.
 
-Thin entry point: Hydra builds the config (conf/eval.yaml), `led.evaluation.evaluate` does the work.
+Thin entry point: Hydra builds the config (conf/eval.yaml), `led.recipes.evaluate.evaluate` does the work.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from led.evaluation import EvaluationError, evaluate
+from led.errors import UserError
+from led.recipes.evaluate import evaluate
 
 
 # An absolute config path: Hydra finds conf/ however this file is loaded (script, module, test).
@@ -24,7 +25,7 @@ def main(cfg: DictConfig) -> None:
     cfg.output_dir = HydraConfig.get().runtime.output_dir
     try:
         evaluate(cfg)
-    except EvaluationError as error:
+    except UserError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {error}", file=sys.stderr)

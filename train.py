@@ -1,6 +1,6 @@
 """Train an LED summarizer: `python train.py` (the CPU default) or `python train.py experiment=arxiv_led_base`.
 
-Thin entry point: Hydra composes conf/config.yaml, `led.training.train` does the work. A setting that
+Thin entry point: Hydra composes conf/config.yaml, `led.recipes.train.train` does the work. A setting that
 cannot work is printed as one line (HYDRA_FULL_ERROR=1 shows the traceback).
 """
 
@@ -20,12 +20,12 @@ from omegaconf import DictConfig
 def main(cfg: DictConfig) -> float | None:
     # Imported here, after Hydra composed the config: a mistyped override is reported in a second, not after
     # the ten it takes to import torch and Lightning.
-    from led.errors import USER_ERRORS
-    from led.training import train
+    from led.errors import UserError
+    from led.recipes.train import train
 
     try:
         metrics = train(cfg)
-    except USER_ERRORS as error:
+    except UserError as error:
         # In a sweep (-m) the error goes to Hydra, which records the job as failed (led/sweep.py's table) and
         # runs the next one; sys.exit would end the whole sweep.
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:

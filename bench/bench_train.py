@@ -27,10 +27,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from led.data import SummarizationDataModule
-from led.module import build_model
-from led.tokenizer import LEDTokenizer
-from led.training import prepare_data_settings
+from led.data.datamodule import SummarizationDataModule
+from led.models.tokenizer import LEDTokenizer
+from led.recipes.train import prepare_data_settings
+from led.training.module import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def default_config(overrides: list[str], run_dir: Path) -> Any:
 def bench_tokenisation(settings: dict[str, Any]) -> None:
     import transformers
 
-    from led.data import tokenize_split
+    from led.data.sources import tokenize_split
 
     raw = datasets.load_dataset("json", data_files=settings["train_file"], split="train")
     ours_tokenizer = LEDTokenizer.from_pretrained(settings["tokenizer"])

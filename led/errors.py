@@ -1,11 +1,26 @@
-"""The exceptions that mean "the user can fix this": entry points print them as one line, no traceback."""
+"""The errors a user can fix. Entry points (train.py, evaluate.py, `python -m led.…`) print these as one line and
+exit with status 1; every other exception is a bug and keeps its traceback.
 
-from __future__ import annotations
+This module imports nothing, so that any module (the model library included) can raise these.
+"""
 
-from led.data import DataError
-from led.faults import CheckpointWriteError
-from led.module import NonFiniteLossError
-from led.training import ConfigError
 
-# ValueError covers LEDConfig / DataModule / checkpoint validation (each names the field and what is valid).
-USER_ERRORS: tuple[type[Exception], ...] = (CheckpointWriteError, ConfigError, DataError, NonFiniteLossError, ValueError, FileNotFoundError)
+class UserError(Exception):
+    """A setting, file or input that cannot work; the message names it, its value and what would be valid."""
+
+
+class ConfigError(UserError, ValueError):
+    """A setting that cannot work, found before any work starts."""
+
+
+class DataError(UserError, ValueError):
+    """A data setting or record that cannot be used: names the setting, file, line, field or value."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint or model directory that cannot be read, or that holds another model than the one asked for."""
+
+
+class WriteError(UserError, OSError):
+    """A file could not be written (disk full, quota, permissions); the file it would have replaced is unchanged.
+    `errno` is that of the underlying error."""

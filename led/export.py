@@ -4,7 +4,7 @@
     python -m led.export ckpt_path=outputs/train/RUN/checkpoints/last.ckpt out=models/my-led overwrite=true
 
 Arguments are `key=value` pairs, the fields of `ExportConfig` below. `ckpt_path` is a `.ckpt` file written by
-`train.py` (`led.module.LEDSummarizer`), or the directory of a sharded FSDP checkpoint (`trainer=fsdp`).
+`train.py` (`led.training.module.LEDSummarizer`), or the directory of a sharded FSDP checkpoint (`trainer=fsdp`).
 
 `out` receives `config.json`, `model.safetensors`, `generation_config.json` (the run's validation generation
 settings, e.g. num_beams, plus the model's special token ids) and the tokenizer files, so that
@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +27,14 @@ import torch
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from led.checkpoint import match_state_dict
-from led.config import LEDConfig
-from led.faults import checkpoint_problem, corrupt_checkpoint_message
-from led.generation import GenerationConfig
-from led.model import LEDForConditionalGeneration
-from led.tokenizer import LEDTokenizer
+from led.errors import UserError
+from led.files import write_directory_atomically
+from led.models.checkpoint import match_state_dict
+from led.models.generation import GenerationConfig
+from led.models.led.config import LEDConfig
+from led.models.led.modeling import LEDForConditionalGeneration
+from led.models.tokenizer import LEDTokenizer
+from led.training.checkpointing import checkpoint_problem, corrupt_checkpoint_message
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,13 @@ VALID_CKPT = ("a .ckpt file written by train.py (e.g. outputs/train/RUN/checkpoi
 
 @dataclass
 class ExportConfig:
-    ckpt_path: str = MISSING  # a .ckpt of led.module.LEDSummarizer, or a sharded FSDP checkpoint directory
+    ckpt_path: str = MISSING  # a .ckpt of led.training.module.LEDSummarizer, or a sharded FSDP checkpoint directory
     out: str = MISSING  # the Hugging Face-format directory to write
     overwrite: bool = False  # replace an existing, non-empty `out`
     tokenizer: str | None = None  # the tokenizer to ship; default: the one the checkpoint names
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A problem with the export's inputs that the user can fix; `main` prints it as one line."""
 
 
@@ -79,7 +79,7 @@ def export(ckpt_path: str | Path, out: str | Path, overwrite: bool = False, toke
         generation.save(directory)
         text_tokenizer.save_pretrained(directory)
 
-    _write_directory(out, write)
+    write_directory_atomically(out, write)
     log.info("exported %s (step %s) to %s", ckpt_path, checkpoint.get("global_step"), out)
     return out
 
@@ -106,7 +106,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
                               f"{str(error).splitlines()[0] if str(error) else ''}); give {VALID_CKPT}") from None
     if not isinstance(checkpoint, dict) or "model" not in (checkpoint.get("hyper_parameters") or {}) \
             or "state_dict" not in checkpoint:
-        raise ExportError(f"ckpt_path={path} is not a checkpoint of led.module.LEDSummarizer (no state_dict or no "
+        raise ExportError(f"ckpt_path={path} is not a checkpoint of led.training.module.LEDSummarizer (no state_dict or no "
                           f"'model' hyper-parameters); give {VALID_CKPT}")
     return checkpoint
 
@@ -116,7 +116,7 @@ def rebuild_model(checkpoint: dict[str, Any], source: str) -> LEDForConditionalG
     if "led_config" in checkpoint:
         config = LEDConfig.from_dict(checkpoint["led_config"])
     else:  # written before LEDSummarizer stored its config: rebuild it as training did (may read `pretrained`)
-        from led.module import build_model
+        from led.training.module import build_model
 
         settings = {k: v for k, v in checkpoint["hyper_parameters"]["model"].items() if k != "gradient_checkpointing"}
         config = build_model(**settings).config
@@ -138,31 +138,6 @@ def generation_config(settings: dict[str, Any], config: LEDConfig) -> Generation
                     sorted(set(settings) - known))
     return GenerationConfig.from_model_config(config).update(
         GenerationConfig.from_dict({k: v for k, v in settings.items() if k in known}))
-
-
-def _write_directory(out: Path, write: Callable[[Path], None]) -> None:
-    """`write(directory)` into `.<out>.tmp-<pid>` beside `out`, then rename it to `out` (replacing it)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        write(staging)
-        if out.is_dir() and any(out.iterdir()):
-            # A directory cannot be renamed over a non-empty one: move the old one aside for a moment.
-            previous = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, previous)
-            os.replace(staging, out)
-            shutil.rmtree(previous)
-        else:
-            if out.is_dir():
-                out.rmdir()
-            elif out.exists():
-                out.unlink()
-            os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

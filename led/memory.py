@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from led.config import LEDConfig
+from led.models.led.config import LEDConfig
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -574,7 +574,7 @@ def _load_model_config(value: str) -> LEDConfig:
     try:
         return LEDConfig.from_name(value)
     except ValueError:
-        from led.config import NAMED_SIZES
+        from led.models.led.config import NAMED_SIZES
 
         raise ValueError(f"model={value!r} is invalid: valid values are {', '.join(NAMED_SIZES)} "
                          f"or a config.json (or a directory holding one)") from None

@@ -32,8 +32,11 @@ import datasets
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from led.data import PREPARED_MANIFEST, SPLITS, SummarizationDataModule, check_fields
-from led.tokenizer import LEDTokenizer
+from led.data.checks import check_fields
+from led.data.datamodule import SummarizationDataModule
+from led.data.sources import PREPARED_MANIFEST, SPLITS
+from led.files import write_text_atomically
+from led.models.tokenizer import LEDTokenizer
 
 
 @dataclass
@@ -78,7 +81,7 @@ def prepare(
         "num_rows": {split: len(dataset) for split, dataset in splits.items()},
         "data_id": _content_hash(raw_files),
     }
-    (out / PREPARED_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text_atomically(out / PREPARED_MANIFEST, json.dumps(manifest, indent=2) + "\n")
     if tokenizer is not None:
         if not isinstance(tokenizer, LEDTokenizer):
             tokenizer = LEDTokenizer.from_pretrained(tokenizer)

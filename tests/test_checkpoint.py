@@ -7,11 +7,11 @@ import pickle
 
 import pytest
 import torch
+from conftest import make_batch, make_pair
 from safetensors.torch import save_file
 
-from conftest import make_batch, make_pair
 from led import LEDConfig, LEDForConditionalGeneration
-from led.checkpoint import TIED_KEYS
+from led.models.checkpoint import TIED_KEYS
 
 
 def _logits(model, batch):

@@ -1,5 +1,5 @@
 """Settings a user can get wrong, through the entry points: Hydra's own messages for unknown keys and group options,
-ours (led/config_checks.py, led.training) for values of the wrong type, model settings, lengths, vocabularies and
+ours (led/config_checks.py, led.recipes.train) for values of the wrong type, model settings, lengths, vocabularies and
 checkpoints of another model. Each stops the run with one line (a traceback only with HYDRA_FULL_ERROR=1) and leaves
 what an earlier run wrote in the run directory as it was."""
 
@@ -16,8 +16,8 @@ import torch
 from omegaconf import open_dict
 from test_training import ROOT, TINY_CORPUS, TINY_MODEL, make_config
 
-from led.tokenizer import LEDTokenizer
-from led.training import train
+from led.models.tokenizer import LEDTokenizer
+from led.recipes.train import train
 
 ENV = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
 
@@ -154,7 +154,7 @@ def test_value_left_at_question_marks(tmp_path: Path) -> None:
 
 
 def test_every_shipped_config_passes_the_setting_checks(tmp_path: Path) -> None:
-    from led.config_checks import setting_problems
+    from led.config_check import setting_problems
 
     groups = {group: sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
               for group in ("experiment", "trainer", "logger", "debug", "optimizer", "scheduler", "model", "callbacks")}

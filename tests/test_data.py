@@ -11,16 +11,12 @@ import datasets
 import pytest
 import torch
 
-import led.data
-from led.data import (
-    LengthGroupedBatchSampler,
-    SummarizationCollator,
-    SummarizationDataModule,
-    round_up,
-)
+import led.data.datamodule
+from led.data.batching import LengthGroupedBatchSampler, SummarizationCollator, round_up
+from led.data.datamodule import SummarizationDataModule
+from led.models.tokenizer import LEDTokenizer
 from led.prepare import main as prepare_main
 from led.prepare import prepare
-from led.tokenizer import LEDTokenizer
 
 WORDS = ["the", "a", "model", "long", "document", "attention", "window", "global", "token", "summary", "results",
          "we", "show", "method", "data"]
@@ -149,7 +145,7 @@ def test_tokenised_splits_are_cached(corpus: SimpleNamespace, tmp_path: Path, mo
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("tokenised again although the cache matches")
 
-    monkeypatch.setattr(led.data, "tokenize_split", fail)
+    monkeypatch.setattr(led.data.datamodule, "tokenize_split", fail)
     second = make_dm(corpus, tmp_path)
     second.setup("fit")
     second.setup("test")
@@ -318,7 +314,7 @@ def test_prepare_writes_a_directory_the_datamodule_reads(corpus: SimpleNamespace
     assert [json.loads(line) for line in (out / "raw" / "test.jsonl").read_text().splitlines()] == \
         corpus.splits["test"]
     assert (out / "tokenizer" / "tokenizer.json").is_file()
-    monkeypatch.setattr(led.data, "tokenize_split", lambda *a, **k: pytest.fail("prepared splits not reused"))
+    monkeypatch.setattr(led.data.datamodule, "tokenize_split", lambda *a, **k: pytest.fail("prepared splits not reused"))
     dm = SummarizationDataModule(source=str(out), max_input_length=64, max_target_length=16, pad_to_multiple_of=16)
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))

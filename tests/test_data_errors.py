@@ -11,8 +11,9 @@ import datasets
 import huggingface_hub.constants
 import pytest
 
-from led.data import DataError, SummarizationDataModule
-from led.tokenizer import LEDTokenizer
+from led.data.datamodule import SummarizationDataModule
+from led.errors import DataError
+from led.models.tokenizer import LEDTokenizer
 
 WORDS = ["the", "model", "reads", "a", "long", "document", "and", "writes", "its", "summary"]
 

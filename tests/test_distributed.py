@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from led.training import train
+from led.recipes.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

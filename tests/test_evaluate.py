@@ -1,7 +1,7 @@
-"""evaluate.py / led.evaluation: scoring a predictions file, its error messages, and the model path."""
+"""evaluate.py / led.recipes.evaluate: scoring a predictions file, its error messages, and the model path."""
 
-import os
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from led.evaluation import EvaluationError, evaluate, read_predictions
 from led.metrics import compute_rouge
+from led.recipes.evaluate import EvaluationError, evaluate, read_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = [
@@ -127,7 +127,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from led import LEDConfig, LEDForConditionalGeneration
-    from led.tokenizer import LEDTokenizer
+    from led.models.tokenizer import LEDTokenizer
 
     tokenizer = LEDTokenizer.train(ARTICLES + ABSTRACTS, vocab_size=300, min_frequency=1)
     config = LEDConfig(vocab_size=tokenizer.vocab_size, d_model=32, encoder_layers=1, decoder_layers=1,

@@ -10,12 +10,12 @@ import pytest
 import torch
 from test_training import FEW_STEPS, TINY_CORPUS, TINY_MODEL, make_config
 
-from led.evaluation import load_model
 from led.export import main as export_main
-from led.model import LEDForConditionalGeneration
-from led.module import LEDSummarizer
-from led.tokenizer import LEDTokenizer
-from led.training import train
+from led.models.led.modeling import LEDForConditionalGeneration
+from led.models.tokenizer import LEDTokenizer
+from led.recipes.evaluate import load_model
+from led.recipes.train import train
+from led.training.module import LEDSummarizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -157,7 +157,7 @@ def test_bad_checkpoint_paths_are_one_line_errors(problem: str, checkpoint: Path
         "missing": f"ckpt_path={path} does not exist; give a .ckpt file written by train.py",
         "directory": f"ckpt_path={path} is a directory without meta.pt; give a .ckpt file written by train.py",
         "truncated": f"checkpoint {path} is corrupt or truncated (File is not a zip file",
-        "not_lightning": f"ckpt_path={path} is not a checkpoint of led.module.LEDSummarizer",
+        "not_lightning": f"ckpt_path={path} is not a checkpoint of led.training.module.LEDSummarizer",
         "no_arguments": "usage: python -m led.export ckpt_path=",
     }[problem]
     assert expected in error, error

@@ -15,11 +15,10 @@ import types
 
 import pytest
 import torch
-
 from conftest import TINY_CONFIGS, make_batch, make_pair
-from led import LEDForConditionalGeneration
-from led import LEDConfig
-from led.generation import GenerationConfig, _apply, _Head, _processors
+
+from led import LEDConfig, LEDForConditionalGeneration
+from led.models.generation import GenerationConfig, _apply, _Head, _processors
 
 EOS, PAD, START = 2, 1, 2
 # Bias of the EOS logit, per config: EOS wins now and then, at different steps for different inputs.
@@ -137,7 +136,7 @@ def test_cached_generation_equals_uncached_decoding():
     assert torch.equal(ids, out)
 
 
-# --- the screened greedy head (led.generation._Head) --------------------------------------------------
+# --- the screened greedy head (led.models.generation._Head) --------------------------------------------------
 
 def _head_and_hidden(vocab: int, d_model: int, rows: int, seed: int):
     """A head whose logits come in near-ties that the screen cannot resolve: groups of 8 rows, row k of a group the

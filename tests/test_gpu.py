@@ -7,9 +7,9 @@ import copy
 
 import pytest
 import torch
-
 from conftest import make_batch, make_pair, perturb_vectors
-from led.attention import EncoderMasks, LongformerSelfAttention
+
+from led.models.led.attention import EncoderMasks, LongformerSelfAttention
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

@@ -1,11 +1,11 @@
-"""led.loggers.CSVLogger: a run continuing in a directory keeps the metrics.csv rows of the steps before its own."""
+"""led.training.loggers.CSVLogger: a run continuing in a directory keeps the metrics.csv rows of the steps before its own."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-from led.loggers import CSVLogger
+from led.training.loggers import CSVLogger
 
 
 def rows(path: Path) -> list[dict[str, str]]:

@@ -12,8 +12,17 @@ import pytest
 import torch
 
 from led import LEDConfig, LEDForConditionalGeneration
-from led.memory import (CUDA_RESERVED_GIB, FRAGMENTATION_MARGIN, GIB, autograd_saved_bytes, count_parameters,
-                        estimate_peak_memory, largest_batch_size, main, plan)
+from led.memory import (
+    CUDA_RESERVED_GIB,
+    FRAGMENTATION_MARGIN,
+    GIB,
+    autograd_saved_bytes,
+    count_parameters,
+    estimate_peak_memory,
+    largest_batch_size,
+    main,
+    plan,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(vocab_size=1000, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,

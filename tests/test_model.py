@@ -5,10 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import TINY_CONFIGS, make_batch, make_pair, perturb_vectors
+
 from led import LEDConfig, LEDForConditionalGeneration, shift_tokens_right
-from led.attention import EncoderMasks, LongformerSelfAttention, _fold_global_projections
+from led.models.led.attention import (
+    EncoderMasks,
+    LongformerSelfAttention,
+    _fold_global_projections,
+)
 
 
 def _compare_forward(ours, hf, batch):
@@ -178,7 +182,7 @@ def test_encoder_layers_compile_without_graph_breaks():
     torch.manual_seed(0)
     model = LEDForConditionalGeneration(LEDConfig.from_name("tiny", vocab_size=100, dropout=0.0)).eval()
     batch = make_batch(100, [150, 90], 4, "random", seed=2)
-    from led.attention import EncoderMasks
+    from led.models.led.attention import EncoderMasks
 
     masks = EncoderMasks.build(batch["attention_mask"], batch["global_attention_mask"])
     hidden = torch.randn(2, 150, 128)
@@ -191,7 +195,7 @@ def test_encoder_layers_compile_without_graph_breaks():
 @pytest.mark.parametrize("num_global", [1, 3])
 def test_folded_global_rows_equal_projected_ones(num_global):
     """Without gradients the global rows attend to the layer input through folded key/value projections
-    (led.attention._folded_global_attention); they must equal the projected ones, padding and rows with
+    (led.models.led.attention._folded_global_attention); they must equal the projected ones, padding and rows with
     fewer global tokens included, and be what inference actually runs."""
     torch.manual_seed(0)
     config = LEDConfig.from_name("tiny", vocab_size=100, d_model=64, encoder_layers=2, encoder_attention_heads=4,

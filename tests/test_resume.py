@@ -1,4 +1,4 @@
-"""Fault tolerance (led/faults.py, led.data.ResumableDataLoader): a run killed with SIGKILL, or stopped by SIGTERM,
+"""Fault tolerance (led/training/checkpointing.py, led/training/callbacks.py, led.data.batching.ResumableDataLoader): a run killed with SIGKILL, or stopped by SIGTERM,
 and resumed with `ckpt_path=last` ends with the weights of an uninterrupted run; checkpoint writes are atomic; a
 damaged checkpoint is reported in one line."""
 
@@ -27,18 +27,18 @@ from lightning.pytorch.trainer.states import TrainerFn
 from test_training import ROOT, TINY_CORPUS, TINY_MODEL, make_config
 from torch.utils.data import DataLoader
 
-import led.faults
-from led.data import LengthGroupedBatchSampler, ResumableDataLoader
-from led.evaluation import evaluate
-from led.faults import (
+import led.files
+from led.data.batching import LengthGroupedBatchSampler, ResumableDataLoader
+from led.errors import ConfigError, WriteError
+from led.recipes.evaluate import evaluate
+from led.recipes.train import build_trainer, resolve_ckpt_path, train
+from led.training.callbacks import ResumeCheckpoint
+from led.training.checkpointing import (
     AtomicCheckpointIO,
-    CheckpointWriteError,
-    ResumeCheckpoint,
     restore_rng_states,
     rng_states,
 )
-from led.module import NonFiniteLossError
-from led.training import ConfigError, build_trainer, resolve_ckpt_path, train
+from led.training.module import NonFiniteLossError
 
 # 12 training records in batches of 2: 6 steps an epoch, so 8 steps cross into a second epoch. Dropout is on
 # (the default run has none), so the RNG states must be restored; validation at steps 3 and 6, last.ckpt every 2 steps.
@@ -377,12 +377,12 @@ def test_a_failing_save_leaves_the_previous_checkpoint_intact(tmp_path: Path,
         def __exit__(self, *exc: Any) -> None:
             self.file.close()
 
-    monkeypatch.setattr(led.faults, "open", DiskFull, raising=False)
-    with pytest.raises(CheckpointWriteError) as failure:
+    monkeypatch.setattr(led.files, "open", DiskFull, raising=False)
+    with pytest.raises(WriteError) as failure:
         io.save_checkpoint({"global_step": 6, "weights": torch.zeros(100_000)}, path)
     assert failure.value.errno == errno.ENOSPC
     assert str(failure.value).startswith(f"could not save checkpoint {path}: No space left on device while writing "
-                                         f"{path.parent / '.last.ckpt.partial'}; the previous last.ckpt")
+                                         f"{path.parent / f'.last.ckpt.{os.getpid()}.partial'}; the previous last.ckpt")
     monkeypatch.undo()
     assert io.load_checkpoint(path)["global_step"] == 4
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tokenizers import AddedToken
 
-from led.tokenizer import LEDTokenizer
+from led.models.tokenizer import LEDTokenizer
 
 transformers = pytest.importorskip("transformers")
 

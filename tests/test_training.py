@@ -16,9 +16,14 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from led.module import LEDSummarizer, NonFiniteLossError, lr_lambda, parameter_groups
-from led.data import DataError
-from led.training import train
+from led.errors import DataError
+from led.recipes.train import train
+from led.training.module import (
+    LEDSummarizer,
+    NonFiniteLossError,
+    lr_lambda,
+    parameter_groups,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))

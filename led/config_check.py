@@ -2,7 +2,7 @@
 
 Each config group goes to one known function or class: `data` to `SummarizationDataModule`, `model` to
 `build_model` (and `model.overrides` to `LEDConfig`), `optimizer` to the torch optimizer it names, `scheduler` to
-`lr_lambda`, `module` to `LEDSummarizer`, `generation` to `led.generation.generate`, and every node with a `_target_`
+`lr_lambda`, `module` to `LEDSummarizer`, `generation` to `led.models.generation.generate`, and every node with a `_target_`
 (`trainer`, callbacks, loggers) to its target. Their parameters and annotations say which keys exist and what each
 takes, so a misspelled key (`+optimizer.lrr=1e-3`) or a value of the wrong type (`trainer.max_steps=abc`) is one
 line naming the key, the value and what is valid, instead of a TypeError from inside Lightning or torch after the
@@ -27,11 +27,11 @@ import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from led.config import LEDConfig
-from led.data import SummarizationDataModule
-from led.generation import generate
-from led.module import LEDSummarizer, build_model, lr_lambda
-from led.synthetic import write_corpus
+from led.data.datamodule import SummarizationDataModule
+from led.data.synthetic import write_corpus
+from led.models.generation import generate
+from led.models.led.config import LEDConfig
+from led.training.module import LEDSummarizer, build_model, lr_lambda
 
 # Keys Hydra's `instantiate` reads itself; they are not arguments of the target.
 _HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
@@ -85,14 +85,14 @@ def _group_receivers(plain: dict[str, Any]) -> dict[str, _Receiver]:
         "data": _receiver(SummarizationDataModule, "led.data.SummarizationDataModule",
                           extra={"synthetic": dict | None, "tokenizer_vocab_size": int | None,
                                  "tokenizer_training_docs": int | None}),
-        "data.synthetic": _receiver(write_corpus, "led.synthetic.write_corpus", skip=("out_dir",), extra={"dir": str}),
-        "model": _receiver(build_model, "led.module.build_model", extra={"gradient_checkpointing": bool}),
+        "data.synthetic": _receiver(write_corpus, "led.data.synthetic.write_corpus", skip=("out_dir",), extra={"dir": str}),
+        "model": _receiver(build_model, "led.training.module.build_model", extra={"gradient_checkpointing": bool}),
         "model.overrides": _receiver(LEDConfig, "led.LEDConfig", skip=("extra",)),
         "optimizer": optimizer,
-        "scheduler": _receiver(lr_lambda, "led.module.lr_lambda", skip=("total_steps",)),
-        "module": _receiver(LEDSummarizer, "led.module.LEDSummarizer",
+        "scheduler": _receiver(lr_lambda, "led.training.module.lr_lambda", skip=("total_steps",)),
+        "module": _receiver(LEDSummarizer, "led.training.module.LEDSummarizer",
                             skip=("model", "optimizer", "scheduler", "generation", "tokenizer")),
-        "generation": _receiver(generate, "led.generation.generate",
+        "generation": _receiver(generate, "led.models.generation.generate",
                                 skip=("model", "input_ids", "attention_mask", "global_attention_mask",
                                       "generation_config")),
     }

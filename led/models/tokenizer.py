@@ -28,6 +28,8 @@ from tokenizers import (
 )
 from tokenizers.models import BPE
 
+from led.files import write_text_atomically
+
 BOS, PAD, EOS, UNK, MASK = "<s>", "<pad>", "</s>", "<unk>", "<mask>"
 # Order fixes the ids of a freshly trained vocabulary: <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4.
 # (In the released BART/LED vocabulary <mask> is the last id, 50264; the first four match.)
@@ -191,7 +193,7 @@ class LEDTokenizer:
         self._save_missing_special_tokens(out / VOCAB_FILE)
         special = {"bos_token": BOS, "eos_token": EOS, "unk_token": UNK, "sep_token": EOS,
                    "pad_token": PAD, "cls_token": BOS, "mask_token": MASK}
-        (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+        write_text_atomically(out / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
         config = {
             "tokenizer_class": "BartTokenizer",
             "add_prefix_space": False,
@@ -200,7 +202,7 @@ class LEDTokenizer:
             "clean_up_tokenization_spaces": False,
             **special,
         }
-        (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        write_text_atomically(out / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
 
     def _save_missing_special_tokens(self, vocab_file: Path) -> None:
         # Special tokens that were added on top of the BPE model (e.g. <mask> when the source vocab.json
@@ -211,7 +213,7 @@ class LEDTokenizer:
             token_id = self.backend.token_to_id(token)
             if token_id is not None and token not in vocab:
                 vocab[token] = token_id
-        vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        write_text_atomically(vocab_file, json.dumps(vocab, ensure_ascii=False))
 
 
 def _assemble(model: BPE) -> Tokenizer:

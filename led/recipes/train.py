@@ -20,31 +20,28 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from led.config_checks import setting_problems
-from led.data import FILE_FORMATS, SummarizationDataModule, check_data_file
-from led.distributed import check_launch
-from led.faults import (
+from led.config_check import setting_problems
+from led.data.checks import FILE_FORMATS, check_data_file
+from led.data.datamodule import SummarizationDataModule
+from led.errors import ConfigError
+from led.files import write_text_atomically
+from led.models.tokenizer import LEDTokenizer
+from led.signals import StopRequested, stop_at_once_on_signals
+from led.training.callbacks import ResumeCheckpoint
+from led.training.checkpointing import (
     AtomicCheckpointIO,
-    ResumeCheckpoint,
-    StopRequested,
     checkpoint_mismatch,
     checkpoint_problem,
     corrupt_checkpoint_message,
-    stop_at_once_on_signals,
-    write_text_atomically,
 )
-from led.module import LEDSummarizer
-from led.tokenizer import LEDTokenizer
+from led.training.distributed import check_launch
+from led.training.module import LEDSummarizer
 
 log = logging.getLogger(__name__)
 
 # Keys of the `data` group that are ours, not SummarizationDataModule arguments.
 _DATA_KEYS = ("synthetic", "tokenizer_vocab_size", "tokenizer_training_docs")
 METRICS = ("loss", "rouge1", "rouge2", "rougeL", "rougeLsum")
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work, found before any work starts; `train.py` prints it as one line."""
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -100,7 +97,7 @@ def prepare_data_settings(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data = _container(cfg.data)
     synthetic = data.get("synthetic")
     if synthetic:
-        from led.synthetic import ensure_corpus
+        from led.data.synthetic import ensure_corpus
 
         settings = dict(synthetic)
         paths = ensure_corpus(settings.pop("dir"), **settings)
@@ -240,7 +237,7 @@ def make_run_dir(run_dir: Path) -> Path:
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     """`last` resumes from this run's last checkpoint (None when there is none yet); a path must exist.
-    A checkpoint file is checked whole first (led.faults.checkpoint_problem); sharded FSDP ones are directories."""
+    A checkpoint file is checked whole first (led.training.checkpointing.checkpoint_problem); sharded FSDP ones are directories."""
     if not ckpt_path:
         return None
     if ckpt_path == "last":

@@ -4,7 +4,7 @@
 
 - `predictions=FILE.jsonl`: score an existing file, one JSON object per line with string fields `prediction`
   and `reference` (an `id` is allowed and ignored). No model is loaded.
-- `ckpt_path=PATH`: load a Lightning checkpoint written by `led.module.LEDSummarizer` or a Hugging Face-format
+- `ckpt_path=PATH`: load a Lightning checkpoint written by `led.training.module.LEDSummarizer` or a Hugging Face-format
   directory (config.json + weights + tokenizer files), run beam search over a split of the DataModule
   (`data`), and write `predictions.jsonl` (`id` = row of the split, `prediction`, `reference`).
 
@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from led.errors import DataError, UserError
+from led.files import write_text_atomically
 from led.metrics import compute_rouge, format_table, lead_baseline
 
 if TYPE_CHECKING:
-    from led.model import LEDForConditionalGeneration
+    from led.models.led.modeling import LEDForConditionalGeneration
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ _LINE_FORMAT = (
 )
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """A problem with evaluation inputs that the user can fix (bad file, missing setting)."""
 
 
@@ -84,9 +86,7 @@ def _parse_line(line: str, where: str) -> dict[str, Any]:
 
 
 def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    write_text_atomically(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 # ---------------------------------------------------------------------------------------------- entry
@@ -123,7 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if baselines:
         metrics["baselines"] = {name: systems[name] for name in baselines}
 
-    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     confidence = round(rouge["confidence"] * 100)
     print(f"ROUGE F1 x100, mean over examples [{confidence}% bootstrap interval] for {source}")
     print(format_table(systems))
@@ -149,7 +149,6 @@ def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], dict[str, list[str]]
     datamodule = build_datamodule(cfg, loaded)
     model = loaded.model.to(device=device, dtype=dtype).eval()
 
-    from led.data import DataError
 
     try:
         dataset = datamodule.dataset(cfg.split)
@@ -176,8 +175,8 @@ def generate_summaries(
     import torch
     from torch.utils.data import DataLoader
 
-    from led.data import LengthGroupedBatchSampler
-    from led.generation import generate
+    from led.data.batching import LengthGroupedBatchSampler
+    from led.models.generation import generate
 
     # Longest first, so an out-of-memory error shows on the first batch rather than hours in.
     sampler = LengthGroupedBatchSampler(
@@ -209,9 +208,9 @@ class LoadedModel:
 
 
 def load_model(ckpt_path: str) -> LoadedModel:
-    """The model at `ckpt_path`: a Lightning checkpoint file of `led.module.LEDSummarizer`, otherwise a
+    """The model at `ckpt_path`: a Lightning checkpoint file of `led.training.module.LEDSummarizer`, otherwise a
     Hugging Face-format directory or Hub id (whose tokenizer files sit beside the weights)."""
-    from led.model import LEDForConditionalGeneration
+    from led.models.led.modeling import LEDForConditionalGeneration
 
     path = Path(ckpt_path).expanduser()
     if path.is_file():
@@ -232,7 +231,7 @@ def load_model(ckpt_path: str) -> LoadedModel:
 def _load_lightning_checkpoint(path: Path) -> LoadedModel:
     import torch
 
-    from led.module import LEDSummarizer
+    from led.training.module import LEDSummarizer
 
     try:
         module = LEDSummarizer.load_from_checkpoint(str(path), map_location="cpu")
@@ -253,7 +252,7 @@ _TOKENIZER_HPARAMS = ("tokenizer", "tokenizer_path", "pretrained", "model_name_o
 def build_datamodule(cfg: DictConfig, loaded: LoadedModel) -> Any:
     """The DataModule for `cfg.data` (else the checkpoint's training data), with the model's tokenizer and
     attention window."""
-    from led.data import SummarizationDataModule
+    from led.data.datamodule import SummarizationDataModule
 
     data = cfg.get("data")  # absent unless a conf/data/ option or `+data.KEY=` overrides chose one
     if data is None and loaded.data is None:

@@ -31,9 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from led.files import write_text_atomically
+
 if TYPE_CHECKING:
-    from led.config import LEDConfig
-    from led.model import DecoderCache, LEDForConditionalGeneration
+    from led.models.led.config import LEDConfig
+    from led.models.led.modeling import DecoderCache, LEDForConditionalGeneration
 
 # A logits processor maps (sequences so far (N, t), scores (N, V)) to new scores (N, V).
 LogitsProcessor = Callable[[Tensor, Tensor], Tensor]
@@ -103,7 +105,7 @@ class GenerationConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         ignored = [k for k in _UNSUPPORTED if data.get(k) not in (None, 0, 1, 0.0, [], False)]
         if ignored:
-            warnings.warn(f"generation settings {ignored} are not implemented by led.generation and are ignored",
+            warnings.warn(f"generation settings {ignored} are not implemented by led.models.generation and are ignored",
                           stacklevel=2)
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -121,9 +123,8 @@ class GenerationConfig:
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write the set fields as `generation_config.json`, which `transformers` reads as well."""
-        with open(os.path.join(directory, "generation_config.json"), "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_text_atomically(os.path.join(directory, "generation_config.json"),
+                              json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     def update(self, other: GenerationConfig) -> GenerationConfig:
         """A copy where every field `other` sets (not None) replaces ours."""

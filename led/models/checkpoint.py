@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import safetensors.torch
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
-from led.config import LEDConfig
-from led.generation import load_generation_config
+from led.files import write_atomically
+from led.models.generation import load_generation_config
+from led.models.led.config import LEDConfig
 
 if TYPE_CHECKING:
-    from led.model import LEDForConditionalGeneration
+    from led.models.led.modeling import LEDForConditionalGeneration
 
 # The four names of the one embedding matrix; files saved by `transformers` keep only some of them.
 TIED_KEYS = ("led.shared.weight", "led.encoder.embed_tokens.weight", "led.decoder.embed_tokens.weight",
@@ -150,11 +151,6 @@ def save_pretrained(model: LEDForConditionalGeneration, directory: str | os.Path
         generation_config.save(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
              if k not in TIED_KEYS[1:]}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.safetensors.")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, directory / "model.safetensors")
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    # Serialised in memory (the model's size once more), then written whole or not at all.
+    data = safetensors.torch.save(state, metadata={"format": "pt"})
+    write_atomically(directory / "model.safetensors", lambda file: file.write(data), what="model")

@@ -17,10 +17,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from led.config import LEDConfig
-from led.faults import restore_rng_states, rng_states
+from led.errors import UserError
 from led.metrics import compute_rouge
-from led.model import LEDForConditionalGeneration
+from led.models.led.config import LEDConfig
+from led.models.led.modeling import LEDForConditionalGeneration
+from led.training.checkpointing import restore_rng_states, rng_states
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ SCHEDULERS = ("linear", "cosine", "constant")
 ON_NONFINITE = ("stop", "skip")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite; raised before anything is saved over a good checkpoint."""
 
 
@@ -148,7 +149,7 @@ class LEDSummarizer(L.LightningModule):
         return total / tokens
 
     def _decoder_inputs(self, labels: Tensor) -> Tensor:
-        from led.model import shift_tokens_right
+        from led.models.led.modeling import shift_tokens_right
 
         config = self.model.config
         return shift_tokens_right(labels, config.pad_token_id, config.decoder_start_token_id)
@@ -222,14 +223,14 @@ class LEDSummarizer(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_model(self) -> None:
-        # trainer=fsdp (led.distributed.LayerShardedStrategy) shards the layers here, before the optimizer is
+        # trainer=fsdp (led.training.distributed.LayerShardedStrategy) shards the layers here, before the optimizer is
         # built over the sharded parameters; every other strategy has no `shard_model` and nothing to do.
         shard_model = self._strategy_method("shard_model")
         if shard_model is not None:
             shard_model(self.model)
 
     def _strategy_method(self, name: str) -> Any:
-        """A method of led.distributed.LayerShardedStrategy (trainer=fsdp); None under every other strategy."""
+        """A method of led.training.distributed.LayerShardedStrategy (trainer=fsdp); None under every other strategy."""
         return getattr(self.trainer.strategy, name, None) if self._trainer is not None else None
 
     def configure_optimizers(self) -> dict[str, Any]:

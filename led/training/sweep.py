@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from led.faults import write_text_atomically
+from led.files import write_text_atomically
 
 JOB_FILE = "sweep_job.json"
 METRIC_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "loss", "lead_rouge1", "global_step", "train_minutes")

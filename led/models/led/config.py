@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from led.files import write_text_atomically
+
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
 
 # Keys of `transformers`' config.json that are aliases of ours (the attribute_map of LEDConfig).
@@ -174,10 +176,8 @@ class LEDConfig:
         return data
 
     def save(self, directory: str | os.PathLike) -> None:
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_text_atomically(os.path.join(directory, "config.json"),
+                              json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 NAMED_SIZES: dict[str, dict[str, Any]] = {

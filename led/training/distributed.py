@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
-from led.model import LEDForConditionalGeneration
+from led.models.led.modeling import LEDForConditionalGeneration
 
 STATE_DICT_TYPES = ("sharded", "full")
 
@@ -56,8 +56,13 @@ class LayerShardedStrategy(ModelParallelStrategy):
 
     def shard_model(self, model: LEDForConditionalGeneration) -> None:
         """Apply `fully_shard` to every layer, then to the whole model (once; later calls do nothing)."""
-        from torch.distributed.fsdp import (CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy,
-                                            fully_shard)
+        from torch.distributed.fsdp import (
+            CPUOffloadPolicy,
+            FSDPModule,
+            MixedPrecisionPolicy,
+            OffloadPolicy,
+            fully_shard,
+        )
 
         if isinstance(model, FSDPModule):  # configure_model runs again for trainer.validate after fit
             return

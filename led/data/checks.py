@@ -21,14 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from led.errors import DataError
+
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 VALID_EXTENSIONS = ", ".join(FILE_FORMATS)
 LOCAL_DATA_HINT = "data=jsonl data.train_file=PATH data.validation_file=PATH"
-
-
-class DataError(ValueError):
-    """A problem with the data or the data settings, explained in one message (the training entry point prints
-    it as one line, without a traceback)."""
 
 
 # ---------------------------------------------------------------------------------------------- settings

@@ -22,6 +22,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from led.files import write_text_atomically
+
 # Key facts: one line per attribute, (summary verb, value pool, document phrasings). The attribute
 # order below is the order facts appear in a report (see README: "why a canonical order").
 ATTRIBUTES: list[tuple[str, list[str], list[str]]] = [
@@ -182,9 +184,7 @@ def write_corpus(out_dir: str | Path, train: int = 1200, validation: int = 100, 
         if name == "train":
             records += generate_split("train-short", short_train, seed, **short_kwargs)
         path = out / f"{name}.jsonl"
-        with path.open("w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record) + "\n")
+        write_text_atomically(path, "".join(json.dumps(record) + "\n" for record in records))
         paths[name] = path
     return paths
 
@@ -199,7 +199,7 @@ def ensure_corpus(out_dir: str | Path, **params: int | float) -> dict[str, Path]
         return {name: out / f"{name}.jsonl" for name in ("train", "validation", "test")}
     manifest.unlink(missing_ok=True)
     paths = write_corpus(out, **params)  # type: ignore[arg-type]
-    manifest.write_text(json.dumps(wanted, sort_keys=True, indent=1))
+    write_text_atomically(manifest, json.dumps(wanted, sort_keys=True, indent=1))
     return paths
 
 

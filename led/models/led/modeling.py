@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from led.attention import EncoderMasks, LEDEncoderAttention
-from led.config import LEDConfig
+from led.models.led.attention import EncoderMasks, LEDEncoderAttention
+from led.models.led.config import LEDConfig
 
 _ACTIVATIONS = {
     "gelu": F.gelu,
@@ -160,7 +160,7 @@ class LEDDecoderLayer(nn.Module):
 
     def cross_attention_kv(self, encoder_hidden_states: Tensor) -> tuple[Tensor, Tensor]:
         """(B, S, d_model) encoder output -> this layer's cross-attention keys and values (B, H, S, D), for a
-        decoding cache (under FSDP, generation runs with the weights gathered: led.distributed)."""
+        decoding cache (under FSDP, generation runs with the weights gathered: led.training.distributed)."""
         return self.encoder_attn.project_kv(encoder_hidden_states)
 
     def _cross_attention(self, x: Tensor, cross_kv: tuple[Tensor, Tensor], cross_mask: Tensor | None) -> Tensor:
@@ -383,9 +383,9 @@ class LEDForConditionalGeneration(nn.Module):
         """Greedy or beam-search summaries (B * num_return_sequences, T), as `transformers`' `generate`.
 
         Keyword arguments (num_beams, max_length, max_new_tokens, min_length, length_penalty,
-        no_repeat_ngram_size, early_stopping, ...) are those of `led.generation.generate`.
+        no_repeat_ngram_size, early_stopping, ...) are those of `led.models.generation.generate`.
         """
-        from led.generation import generate
+        from led.models.generation import generate
 
         return generate(self, input_ids, attention_mask, global_attention_mask, **kwargs)
 
@@ -398,14 +398,14 @@ class LEDForConditionalGeneration(nn.Module):
     def from_pretrained(cls, path_or_hub_id: str | os.PathLike, dtype: torch.dtype | None = None,
                         device: str | torch.device = "cpu") -> LEDForConditionalGeneration:
         """Load a Hugging Face LED checkpoint from a local directory or the Hub."""
-        from led.checkpoint import load_pretrained
+        from led.models.checkpoint import load_pretrained
 
         return load_pretrained(cls, path_or_hub_id, dtype=dtype, device=device)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write `config.json` + `model.safetensors` (+ `generation_config.json` when `self.generation_config`
         is set) that `transformers` and `from_pretrained` load."""
-        from led.checkpoint import save_pretrained
+        from led.models.checkpoint import save_pretrained
 
         save_pretrained(self, directory)
 
