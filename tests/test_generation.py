@@ -11,14 +11,13 @@ import copy
 import functools
 import json
 import re
-import types
 
 import pytest
 import torch
 from conftest import TINY_CONFIGS, make_batch, make_pair
 
-from led import LEDConfig, LEDForConditionalGeneration
-from led.models.generation import GenerationConfig, _apply, _Head, _processors
+from led import LEDForConditionalGeneration
+from led.models.generation import GenerationConfig
 
 EOS, PAD, START = 2, 1, 2
 # Bias of the EOS logit, per config: EOS wins now and then, at different steps for different inputs.
@@ -134,118 +133,6 @@ def test_cached_generation_equals_uncached_decoding():
             logits[:, EOS] = -float("inf")
             ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], 1)
     assert torch.equal(ids, out)
-
-
-# --- the screened greedy head (led.models.generation._Head) --------------------------------------------------
-
-def _head_and_hidden(vocab: int, d_model: int, rows: int, seed: int):
-    """A head whose logits come in near-ties that the screen cannot resolve: groups of 8 rows, row k of a group the
-    group's base row times 1 + k * 1e-5, so that logits within a group differ by ~1e-5 relative: far below the
-    screen's resolution, far above fp32 rounding."""
-    gen = torch.Generator().manual_seed(seed)
-    model = LEDForConditionalGeneration(LEDConfig(**{**TINY_CONFIGS["uniform"], "vocab_size": vocab,
-                                                     "d_model": d_model, "encoder_attention_heads": 2,
-                                                     "decoder_attention_heads": 2}))
-    with torch.no_grad():
-        base = torch.randn(vocab // 8, 1, d_model, generator=gen)
-        steps = 1 + 1e-5 * torch.arange(8, dtype=torch.float32)[None, :, None]
-        model.lm_head.weight.copy_((base * steps).reshape(vocab, d_model))
-        model.final_logits_bias.copy_(torch.randn(vocab // 8, 1, generator=gen).expand(-1, 8).reshape(1, vocab))
-    hidden = 10 * torch.randn(rows, d_model, generator=gen)
-    return _Head(model), hidden
-
-
-def _bare_head(weight: torch.Tensor, bias: torch.Tensor) -> _Head:
-    """A head on just a (V, D) weight and a (1, V) logits bias, without a model around them."""
-    return _Head(types.SimpleNamespace(lm_head=types.SimpleNamespace(weight=weight), final_logits_bias=bias))
-
-
-@pytest.mark.parametrize("repetition_penalty", [1.0, 1.7, 0.5])
-def test_screened_greedy_head_is_the_argmax_of_the_fp32_logits(repetition_penalty):
-    head, hidden = _head_and_hidden(vocab=4096, d_model=64, rows=64, seed=0)
-    ids = torch.randint(0, 4096, (64, 12), generator=torch.Generator().manual_seed(1))
-    # Every processor kind that acts on greedy scores: a score-dependent one and bans that are not.
-    cfg = GenerationConfig(repetition_penalty=repetition_penalty, no_repeat_ngram_size=2).with_defaults()
-    processors = _processors(cfg, max_length=20, min_length=15, eos=[2, 3], vocab=4096, device=torch.device("cpu"))
-    lipschitz = max(repetition_penalty, 1 / repetition_penalty)
-    full_head_calls = []
-    head.logits = lambda hidden, full=head.logits: full_head_calls.append(1) or full(hidden)
-    with torch.no_grad():
-        screened = head.greedy(hidden, ids, processors, lipschitz)
-        assert not full_head_calls  # the screen decided, not the full-head fallback
-        reference = _apply(processors, ids, head.logits(hidden)).argmax(-1)
-        # The ties are real: the int8 screen alone picks another token in some rows.
-        assert (_apply(processors, ids, head.screened_logits(hidden)).argmax(-1) != reference).any()
-    assert torch.equal(screened, reference)
-
-
-@pytest.mark.parametrize("rows", [1, 16])  # the int8 kernel's tail blocks (4 rows of 4 outputs) and full ones
-def test_the_screen_stays_within_its_error_bound(rows):
-    """The bound is what makes the screened argmax exact; this holds it against float64 on this machine's int8
-    kernel, over scales from fp32's subnormal range to large, with rows of very different sizes."""
-    gen = torch.Generator().manual_seed(0)
-    for d_model, scale in ((64, 1.0), (256, 30.0), (1024, 0.05), (256, 1e-6), (128, 1e-39)):
-        row_sizes = torch.logspace(-3, 0, 2045)[torch.randperm(2045, generator=gen)][:, None]
-        weight = scale * torch.randn(2045, d_model, generator=gen) * row_sizes
-        bias = torch.randn(1, 2045, generator=gen)
-        head = _bare_head(weight, bias)
-        hidden = torch.randn(rows, d_model, generator=gen) / max(scale, 1e-3)
-        assert head._screened(hidden)
-        exact = hidden.double() @ weight.double().t() + bias.double()
-        error = (head.screened_logits(hidden).double() - exact).abs()
-        bound = head.screen_error(hidden).double()[:, None]
-        assert (error <= bound).all()
-        assert (error / bound).max() > 1e-2 or scale < 1e-3  # ... and the bound is not loose by orders of magnitude
-
-
-def test_the_screen_bound_holds_in_its_worst_case():
-    """Weights that sit just short of halfway between two int8 steps (each row's largest weight fixes its scale
-    at 2**-6), and states whose signs line up with one row's rounding errors each: that row's int8 error is
-    then nearly |h|_1 times the largest weight error, the case the bound is written for. Halving that term of
-    the bound fails this test."""
-    gen = torch.Generator().manual_seed(3)
-    vocab, d_model = 64, 1024
-    magnitudes = torch.randint(0, 3, (vocab, d_model), generator=gen) + 0.499  # round() goes toward zero
-    magnitudes[:, 0] = 127
-    weight = 2.0**-6 * magnitudes * torch.where(torch.rand(vocab, d_model, generator=gen) < 0.5, -1.0, 1.0)
-    head = _bare_head(weight, torch.zeros(1, vocab))
-    hidden = torch.sign(weight)  # row i lines up with the errors of weight row i: they share w's signs
-    hidden[:, 0] = 0
-    assert head._screened(hidden)
-    error = (head.screened_logits(hidden).double() - hidden.double() @ weight.double().t()).diagonal().abs()
-    bound = head.screen_error(hidden).double()
-    assert (error <= bound).all()
-    assert (error / bound).min() > 0.8
-
-
-def test_screened_greedy_head_with_clear_winners():
-    """Rows whose winner the screen alone settles (one candidate each), alone and mixed with near-tied rows
-    (two candidates): the right token lands in the right row."""
-    gen = torch.Generator().manual_seed(4)
-    weight = torch.randn(4096, 64, generator=gen)
-    weight[1] = weight[0] * (1 + 1e-5)  # tokens 0 and 1: a tie the screen cannot resolve
-    head = _bare_head(weight, torch.zeros(1, 4096))
-    winners = torch.tensor([4000, 17, 2051, 9, 3333, 100])
-    clear = 40 * weight[winners] / weight[winners].norm(dim=-1, keepdim=True)
-    tied = 40 * weight[:1].expand(3, -1) / weight[0].norm()
-    ids = torch.zeros(6, 1, dtype=torch.long)
-    with torch.no_grad():
-        assert torch.equal(head.greedy(clear, ids, [], 1.0), winners)
-        mixed = torch.cat([clear[:3], tied])
-        assert torch.equal(head.greedy(mixed, ids, [], 1.0), torch.cat([winners[:3], torch.ones(3, dtype=torch.long)]))
-
-
-def test_states_the_screen_cannot_bound_take_the_full_head():
-    """Widths the int8 kernel cannot read, and NaN states, give the full head's answer."""
-    for d_model, poison in ((40, False), (64, True)):
-        head, hidden = _head_and_hidden(vocab=512, d_model=d_model, rows=3, seed=2)
-        if poison:
-            hidden[1, 5] = float("nan")
-        ids = torch.zeros(3, 1, dtype=torch.long)
-        with torch.no_grad():
-            expected = head.logits(hidden).argmax(-1)
-            assert head._screened(hidden) == poison  # 40 is no multiple of 16; 64 is, but holds a NaN
-            assert torch.equal(head.greedy(hidden, ids, [], 1.0), expected)
 
 
 # --- defaults from a checkpoint ---------------------------------------------------------------------

@@ -148,6 +148,6 @@ def test_hub_failure_says_how_to_use_a_local_directory(monkeypatch: pytest.Monke
     def offline(*args: object, **kwargs: object) -> str:
         raise ConnectionError("no network")
 
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(OSError, match="local directory"):
         LEDTokenizer.from_pretrained("allenai/led-base-16384")

@@ -1,9 +1,11 @@
 """The model library: long-input encoder-decoders in plain PyTorch, equal to `transformers` on Hugging Face
-checkpoints, with shared generation (`led.models.generation`) and checkpoint I/O (`led.models.checkpoint`).
+checkpoints. Every family subclasses `led.models.base.EncoderDecoderModel` and so shares generation
+(`led.models.generation`), checkpoint I/O (`led.models.checkpoint`) and the Hub-or-directory rule (`led.models.hub`).
 
 It imports torch, safetensors, tokenizers and huggingface_hub only: never Lightning, Hydra or OmegaConf.
 """
 
+from led.models.base import EncoderDecoderModel
 from led.models.led import (
     DecoderCache,
     LEDConfig,
@@ -12,4 +14,5 @@ from led.models.led import (
     shift_tokens_right,
 )
 
-__all__ = ["LEDConfig", "LEDForConditionalGeneration", "LEDOutput", "DecoderCache", "shift_tokens_right"]
+__all__ = ["EncoderDecoderModel", "LEDConfig", "LEDForConditionalGeneration", "LEDOutput", "DecoderCache",
+           "shift_tokens_right"]

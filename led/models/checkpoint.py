@@ -1,28 +1,29 @@
-"""Reading and writing Hugging Face LED checkpoints: `config.json` + `model.safetensors` (single or sharded)
-or `pytorch_model.bin` (read with `weights_only=True`: no arbitrary unpickling)."""
+"""Reading and writing Hugging Face checkpoints of any family (`led.models.base.EncoderDecoderModel`):
+`config.json` + `model.safetensors` (single or sharded) or `pytorch_model.bin` (read with `weights_only=True`: no
+arbitrary unpickling). The family gives its config class and the names of its tied embedding (`tied_keys`)."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import safetensors.torch
 import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from led.errors import CheckpointError
 from led.files import write_atomically
 from led.models.generation import load_generation_config
-from led.models.led.config import LEDConfig
+from led.models.hub import resolve_model_dir
 
-if TYPE_CHECKING:
-    from led.models.led.modeling import LEDForConditionalGeneration
+if TYPE_CHECKING:  # the model imports this module, never the other way round
+    from led.models.base import EncoderDecoderModel
 
-# The four names of the one embedding matrix; files saved by `transformers` keep only some of them.
-TIED_KEYS = ("led.shared.weight", "led.encoder.embed_tokens.weight", "led.decoder.embed_tokens.weight",
-             "lm_head.weight")
+    Model = TypeVar("Model", bound=EncoderDecoderModel)
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 HUB_FILES = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
@@ -31,28 +32,11 @@ HUB_FILES = ["config.json", "generation_config.json", "*.safetensors", "model.sa
 
 def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike) -> Path:
     """A local directory as it is, otherwise a Hub id downloaded (once, into the Hub cache)."""
-    path = Path(path_or_hub_id).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ValueError(f"{path} is a file: pass the checkpoint directory that holds config.json and the weights")
-    name = str(path_or_hub_id)
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise ValueError(f"Checkpoint directory {name} does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-
-        local = snapshot_download(name, allow_patterns=HUB_FILES)
-        if not any((Path(local) / f).exists() for f in WEIGHT_FILES):
-            # Older repositories ship only pytorch_model.bin.
-            local = snapshot_download(name, allow_patterns=HUB_FILES + ["pytorch_model.bin*"])
-    except Exception as e:  # noqa: BLE001 - any Hub failure becomes one actionable message
-        raise ValueError(
-            f"{name!r} is not a local directory and could not be downloaded from the Hugging Face Hub "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). On a machine with internet run "
-            f"`huggingface-cli download {name} --local-dir DIR` and pass DIR instead"
-        ) from None
-    return Path(local)
+    directory = resolve_model_dir(path_or_hub_id, HUB_FILES)
+    if not any((directory / name).exists() for name in WEIGHT_FILES):
+        # Older repositories ship only pytorch_model.bin (a local directory comes back as it is).
+        directory = resolve_model_dir(path_or_hub_id, HUB_FILES + ["pytorch_model.bin*"])
+    return directory
 
 
 def read_state_dict(directory: Path) -> dict[str, Tensor]:
@@ -70,35 +54,28 @@ def read_state_dict(directory: Path) -> dict[str, Tensor]:
             return state
     if (directory / "pytorch_model.bin").exists():
         return _load_bin(directory / "pytorch_model.bin")
-    raise ValueError(f"{directory} holds no weights: expected one of {', '.join(WEIGHT_FILES)}")
+    raise CheckpointError(f"{directory} holds no weights: expected one of {', '.join(WEIGHT_FILES)}")
 
 
 def _load_bin(path: Path) -> dict[str, Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path} could not be read as a PyTorch weights file (weights_only=True): {e}") from None
+        raise CheckpointError(f"{path} could not be read as a PyTorch weights file (weights_only=True): {e}") from None
 
 
-def _normalise_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Bring the names of an `LEDModel` (no head) checkpoint to those of the generation model."""
-    if any(k.startswith("led.") for k in state):
-        return state
-    return {(k if k in ("lm_head.weight", "final_logits_bias") else f"led.{k}"): v for k, v in state.items()}
+def match_state_dict(model: EncoderDecoderModel, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+    """The file's tensors under the model's names (`model.adapt_state_dict`), with the tied copies the file left
+    out, checked name by name and shape by shape against the model.
 
-
-def match_state_dict(model: LEDForConditionalGeneration, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
-    """Complete the tied copies the file left out and check every name and shape against the model.
-
-    Raises one ValueError listing every missing, unexpected and wrongly-shaped key."""
-    state = _normalise_keys(dict(state))
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    present_tied = [k for k in TIED_KEYS if k in state]
-    for key in TIED_KEYS:
+    Raises one CheckpointError (a ValueError) listing every missing, unexpected and wrongly-shaped key."""
+    state = model.adapt_state_dict(dict(state))
+    tied = type(model).tied_keys
+    present_tied = [k for k in tied if k in state]
+    for key in tied:
         if key not in state and present_tied:
             state[key] = state[present_tied[0]]
-    if "final_logits_bias" not in state:  # optional in `transformers` files: zeros
-        state["final_logits_bias"] = torch.zeros(expected["final_logits_bias"])
+    expected = {k: v.shape for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k])}"
@@ -107,9 +84,9 @@ def match_state_dict(model: LEDForConditionalGeneration, state: dict[str, Tensor
         parts = [f"{len(missing)} missing: {_listing(missing)}" if missing else "",
                  f"{len(unexpected)} unexpected: {_listing(unexpected)}" if unexpected else "",
                  f"{len(wrong)} with the wrong shape: {_listing(wrong)}" if wrong else ""]
-        raise ValueError(f"The weights in {source} do not fit the model its config.json describes — "
-                         + " | ".join(p for p in parts if p)
-                         + ". Is config.json from the same checkpoint as the weights?")
+        raise CheckpointError(f"The weights in {source} do not fit the model its config.json describes — "
+                              + " | ".join(p for p in parts if p)
+                              + ". Is config.json from the same checkpoint as the weights?")
     return state
 
 
@@ -118,14 +95,15 @@ def _listing(items: list[str], shown: int = 12) -> str:
     return "; ".join(items[:shown]) + more
 
 
-def load_pretrained(cls: type[LEDForConditionalGeneration], path_or_hub_id: str | os.PathLike,
-                    dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-                    ) -> LEDForConditionalGeneration:
+def load_pretrained(cls: type[Model], path_or_hub_id: str | os.PathLike, dtype: torch.dtype | None = None,
+                    device: str | torch.device = "cpu") -> Model:
+    """A `cls` model from a checkpoint directory or Hub id: fp32 weights unless `dtype` is given, on `device`,
+    with `generation_config` set from the directory."""
     directory = resolve_checkpoint_dir(path_or_hub_id)
     if not (directory / "config.json").exists():
-        raise ValueError(f"{directory} has no config.json: an LED checkpoint directory needs config.json "
-                         f"and one of {', '.join(WEIGHT_FILES)}")
-    config = LEDConfig.from_json_file(directory / "config.json")
+        raise CheckpointError(f"{directory} has no config.json: a {cls.__name__} checkpoint directory needs "
+                              f"config.json and one of {', '.join(WEIGHT_FILES)}")
+    config = cls.config_class.from_json_file(directory / "config.json")
     state = read_state_dict(directory)
     # Build on the meta device: no time spent initialising weights that are overwritten right away.
     with torch.device("meta"):
@@ -140,17 +118,16 @@ def load_pretrained(cls: type[LEDForConditionalGeneration], path_or_hub_id: str 
     return model
 
 
-def save_pretrained(model: LEDForConditionalGeneration, directory: str | os.PathLike) -> None:
-    """`config.json`, `model.safetensors` (tied copies stored once, written atomically) and, when the model
-    has generation defaults (`model.generation_config`), `generation_config.json`."""
+def save_pretrained(model: EncoderDecoderModel, directory: str | os.PathLike) -> None:
+    """`config.json`, `model.safetensors` (the tied embedding stored once, under `tied_keys[0]`; written
+    atomically) and, when the model has generation defaults (`model.generation_config`), `generation_config.json`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.save(directory)
-    generation_config = getattr(model, "generation_config", None)
-    if generation_config is not None:
-        generation_config.save(directory)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
-             if k not in TIED_KEYS[1:]}
+    if model.generation_config is not None:
+        model.generation_config.save(directory)
+    copies = set(type(model).tied_keys[1:])
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in copies}
     # Serialised in memory (the model's size once more), then written whole or not at all.
     data = safetensors.torch.save(state, metadata={"format": "pt"})
     write_atomically(directory / "model.safetensors", lambda file: file.write(data), what="model")

@@ -1,14 +1,12 @@
-"""Greedy and beam-search generation for `LEDForConditionalGeneration`, with a key/value cache.
+"""Greedy and beam-search generation for any encoder-decoder family (`led.models.base.EncoderDecoderModel`).
 
 The outputs equal `transformers`' `generate(do_sample=False)` token for token: same defaults, same
 logits processors in the same order, and the same (vectorised) beam-search bookkeeping, including
 how `length_penalty` and `early_stopping` (True / False / "never") rank finished hypotheses and stop
 the search. What differs is the work done: the encoder runs once, cross-attention keys/values are
 computed once on the B input rows and shared by the beams of each input (never repeated per beam),
-every step feeds only the newest token to the decoder, and on CPU the output projection uses a layout
-that is fast for a few rows; greedy steps on CPU screen the vocabulary with an int8 copy of the head and
-compute fp32 logits only for the tokens that can still win (`_Head`: exact, not approximate). Logits
-therefore differ from `transformers`' by float rounding (~1e-6), so a token could only differ where two
+and every step feeds only the newest token to the decoder, whose self-attention keys/values are cached.
+Logits differ from `transformers`' by float rounding (~1e-6), so a token could only differ where two
 candidates score within about that much of each other.
 
 Lengths follow `transformers`: `max_length` / `min_length` count the decoder start token, while
@@ -33,9 +31,8 @@ from torch import Tensor
 
 from led.files import write_text_atomically
 
-if TYPE_CHECKING:
-    from led.models.led.config import LEDConfig
-    from led.models.led.modeling import DecoderCache, LEDForConditionalGeneration
+if TYPE_CHECKING:  # the model imports this module, never the other way round
+    from led.models.base import DecodingCache, EncoderDecoderModel, ModelConfig
 
 # A logits processor maps (sequences so far (N, t), scores (N, V)) to new scores (N, V).
 LogitsProcessor = Callable[[Tensor, Tensor], Tensor]
@@ -110,7 +107,7 @@ class GenerationConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod
-    def from_model_config(cls, config: LEDConfig) -> GenerationConfig:
+    def from_model_config(cls, config: ModelConfig) -> GenerationConfig:
         """Special token ids of the model config, plus generation keys an old config.json carries."""
         ids = dict(bos_token_id=config.bos_token_id, eos_token_id=config.extra.get("eos_token_ids",
                    config.eos_token_id), pad_token_id=config.pad_token_id,
@@ -244,10 +241,10 @@ class _Plan:
     pad: int | None
 
 
-def _resolve(model: LEDForConditionalGeneration, generation_config: GenerationConfig | None,
+def _resolve(model: EncoderDecoderModel, generation_config: GenerationConfig | None,
              overrides: dict[str, Any]) -> _Plan:
     """Call arguments > `generation_config` > the model's generation defaults > DEFAULTS."""
-    base = getattr(model, "generation_config", None) or GenerationConfig.from_model_config(model.config)
+    base = model.generation_config or GenerationConfig.from_model_config(model.config)
     cfg = base.update(generation_config or GenerationConfig()).update(GenerationConfig(**overrides))
     default_max_length = cfg.max_length is None
     cfg = cfg.with_defaults()
@@ -261,10 +258,10 @@ def _resolve(model: LEDForConditionalGeneration, generation_config: GenerationCo
     if max_length <= 1:
         raise ValueError(f"max_length={max_length} leaves no room after the decoder start token: "
                          f"set max_length >= 2 or max_new_tokens >= 1")
-    positions = model.config.max_decoder_position_embeddings
-    if max_length - 1 > positions:
+    positions = model.max_target_positions
+    if positions is not None and max_length - 1 > positions:
         raise ValueError(f"max_length={max_length} needs {max_length - 1} decoder positions but the model has "
-                         f"{positions} (max_decoder_position_embeddings): set max_length <= {positions + 1}")
+                         f"{positions}: set max_length <= {positions + 1}")
     start = cfg.decoder_start_token_id if cfg.decoder_start_token_id is not None else cfg.bos_token_id
     if start is None:
         raise ValueError("decoder_start_token_id (or bos_token_id) must be set to start decoding")
@@ -277,7 +274,7 @@ def _resolve(model: LEDForConditionalGeneration, generation_config: GenerationCo
 
 @torch.inference_mode()
 def generate(
-    model: LEDForConditionalGeneration,
+    model: EncoderDecoderModel,
     input_ids: Tensor,
     attention_mask: Tensor | None = None,
     global_attention_mask: Tensor | None = None,
@@ -302,7 +299,8 @@ def generate(
 ) -> Tensor:
     """Summaries for a batch of documents, as `transformers`' `generate(do_sample=False)` returns them.
 
-    input_ids, attention_mask (1 token / 0 pad), global_attention_mask (1 global): (B, S).
+    input_ids, attention_mask (1 token / 0 pad): (B, S). global_attention_mask (B, S; 1 = global) is passed
+    on to `model.encode` when given, for families whose encoder takes one (LED).
     Arguments left None come from `generation_config`, then `model.generation_config` (set from a
     checkpoint's generation_config.json / config.json), then the model config's token ids, then DEFAULTS.
 
@@ -313,172 +311,50 @@ def generate(
                  if k not in ("model", "input_ids", "attention_mask", "global_attention_mask", "generation_config")
                  and v is not None}
     plan = _resolve(model, generation_config, overrides)
-    encoded = model.encode(input_ids, attention_mask, global_attention_mask)  # (B, S, D)
+    encoder_kwargs = {} if global_attention_mask is None else {"global_attention_mask": global_attention_mask}
+    encoded = model.encode(input_ids, attention_mask, **encoder_kwargs)  # (B, S, D), once
     step = _Step(model, model.new_cache(encoded), attention_mask)
-    processors = _processors(plan.cfg, plan.max_length, plan.min_length, plan.eos, model.config.vocab_size,
-                             input_ids.device)
-    if plan.cfg.num_beams == 1:
-        return _greedy(step, plan, processors, input_ids.shape[0])
-    return _beam_search(step, plan, processors, input_ids.shape[0])
+    device = input_ids.device
+    processors = _processors(plan.cfg, plan.max_length, plan.min_length, plan.eos, model.config.vocab_size, device)
+    search = _greedy if plan.cfg.num_beams == 1 else _beam_search
+    return search(step, plan, processors, input_ids.shape[0], device)
 
 
 class _Step:
-    """One decoding step: the newest token of every row -> the decoder's last hidden state (N, d_model).
+    """One decoding step: the newest token of every row -> fp32 logits (N, V) of the next one.
 
     The cache holds one cross-attention row per input; rows of the self-attention cache are B (greedy)
     or B * num_beams (beam search, the beams of an input consecutive), which the decoder groups onto
     the B cross-attention rows.
     """
 
-    def __init__(self, model: LEDForConditionalGeneration, cache: DecoderCache,
-                 encoder_attention_mask: Tensor | None):
+    def __init__(self, model: EncoderDecoderModel, cache: DecodingCache, encoder_attention_mask: Tensor | None):
         if encoder_attention_mask is not None and bool(encoder_attention_mask.all()):
             # Without padding the mask changes nothing, and without it SDPA skips turning it into an
             # additive mask in every layer at every step.
             encoder_attention_mask = None
-        self.decoder, self.cache, self.encoder_attention_mask = model.led.decoder, cache, encoder_attention_mask
-        self.head = _Head(model)
+        self.model, self.cache, self.encoder_attention_mask = model, cache, encoder_attention_mask
+        self.weight, self.bias = model.output_layer()  # (V, D), (1, V) or None
+        # On CPU one row times the (V, D) weight takes MKL's slow matrix-vector path; the same product on a
+        # (D, V) copy takes half the time (greedy search of one input: ~0.63x -> ~0.52x of transformers' time in
+        # bench/bench_generate.py). The copy lives for one generate call, so it cannot go stale when the weights
+        # change.
+        self.weight_t: Tensor | None = None
 
     def __call__(self, last_tokens: Tensor) -> Tensor:
-        """(N,) newest tokens -> (N, d_model); the cache grows by one position."""
-        return self.decoder(last_tokens[:, None], None, self.encoder_attention_mask, cache=self.cache)[:, -1]
-
-
-# The screen's error bound relative to |h| |w_hat| (w_hat: the int8 weights times their bf16 scales, exact in
-# fp32; d_model < 2**14): rounding h to bf16 (2**-9), accumulating d_model products in fp32 (< 2**-9 of
-# sum|h_i w_hat_i| <= |h| |w_hat|, even with the product rounded apart from the add, as the kernel's portable
-# path does) and rounding the result to bf16 (2**-9) stay within 0.006; 2**-7 keeps a margin (the fp32 norms'
-# rounding among it). The weights' own rounding to int8 is bounded apart (|h|_1 times the largest weight error).
-_SCREEN_ERROR = 2.0**-7
-
-
-class _Head:
-    """lm_head + final_logits_bias for the decoding loops: hidden states (N, d_model) -> fp32 logits (N, V),
-    or straight to the greedy choice.
-
-    On CPU the fp32 head is most of a greedy step: it reads the whole (V, d_model) matrix (memory-bound). So
-    `greedy` screens the vocabulary with an int8 copy (a quarter of the bytes: each row scaled by its largest
-    weight, with PyTorch's int8-weight kernel on bf16 inputs) and computes the exact fp32 logit only of the
-    tokens that can still be the argmax: those whose screened score is within twice the screen's error bound
-    of the best. The bound holds for every token, and the logits processors move a score by at most their
-    Lipschitz constant times it (bans and forced tokens do not depend on the scores), so the result is the
-    argmax of the fp32 logits, not an approximation of it.
-    """
-
-    def __init__(self, model: LEDForConditionalGeneration):
-        self.weight, self.bias = model.lm_head.weight, model.final_logits_bias  # (V, D), (1, V)
-        # Copies of the weight live for one generate call: a cache across calls could not tell when the weight
-        # changed under it (in-place updates through .data, as weight averaging does, leave no trace).
-        self._weight_t: Tensor | None = None
-        self._screen: _Int8Screen | None = None  # made by the first screened step
-        self._max_bias = 0.0
-
-    def logits(self, hidden: Tensor) -> Tensor:
-        """(N, D) -> (N, V) fp32 logits."""
-        if self.weight.device.type != "cpu":
-            products = hidden @ self.weight.t()
-        elif len(hidden) > 1:
-            # On CPU (MKL) a few rows times the (V, D) matrix is fastest as (V, D) @ (D, N): 2-3x faster than the
-            # other orders for N = 2..16 at V = 50k (beams), and still ahead at N = 256.
-            products = (self.weight @ hidden.t()).t().contiguous()
+        """(N,) newest tokens -> (N, V) fp32 logits; the cache grows by one position."""
+        hidden = self.model.decode_step(last_tokens, self.cache, self.encoder_attention_mask)  # (N, D)
+        if len(hidden) == 1 and hidden.device.type == "cpu":
+            if self.weight_t is None:
+                self.weight_t = self.weight.t().contiguous()
+            products = hidden @ self.weight_t
         else:
-            # ... but one row is fastest as (1, D) @ (D, V), ~2x, on a (D, V) copy made once per call.
-            if self._weight_t is None:
-                self._weight_t = self.weight.t().contiguous()
-            products = hidden @ self._weight_t
-        return (products + self.bias.to(hidden.dtype)).float()
-
-    def greedy(self, hidden: Tensor, ids: Tensor, processors: list[LogitsProcessor], lipschitz: float) -> Tensor:
-        """(N,) argmax of the processed fp32 logits of `hidden` (N, D), given the sequences `ids` (N, t).
-        `lipschitz`: how much the processors can stretch a difference of scores (repetition penalty)."""
-        error = self.screen_error(hidden, lipschitz) if self._screened(hidden) else None
-        # No bound covers the scores of infinite or NaN states: those take the full head.
-        if error is None or not math.isfinite(float(error.sum())):
-            return _apply(processors, ids, self.logits(hidden)).argmax(-1)
-        scores = _apply(processors, ids, self.screened_logits(hidden))
-        candidates = scores >= (scores.max(-1).values - 2 * error)[:, None]
-        rows, cols = candidates.nonzero(as_tuple=True)  # row-major: cols of row 0 first
-        if rows.numel() == len(hidden):
-            # Each row's best screened score is a candidate, so here it is the only one: every other token's
-            # exact score is below the best one's.
-            return cols
-        if rows.numel() > scores.numel() // 16:  # nearly flat scores (or all banned): no use screening
-            return _apply(processors, ids, self.logits(hidden)).argmax(-1)
-        exact = torch.full_like(scores, -math.inf)
-        exact[rows, cols] = (self.weight[cols] * hidden[rows]).sum(-1) + self.bias[0, cols]
-        return _apply(processors, ids, exact).argmax(-1)
-
-    def screened_logits(self, hidden: Tensor) -> Tensor:
-        """(N, D) fp32 -> (N, V) fp32 logits from the int8 copy of the head, within `screen_error` of the
-        exact ones."""
-        screened = torch._weight_int8pack_mm(hidden.bfloat16(), self._screen.weight, self._screen.scales)
-        return torch.add(screened, self.bias[0])
-
-    def screen_error(self, hidden: Tensor, lipschitz: float = 1.0) -> Tensor:
-        """(N,) bound on |screened_logits - fp32 logits| per row, times `lipschitz`: the rounding of h and of
-        the products (relative to |h| |w_hat|), the int8 weights' error (at most |h|_1 times the largest),
-        and the fp32 bias add; 2**-24 more for values in fp32's subnormal range."""
-        relative = lipschitz * _SCREEN_ERROR * self._screen.max_row_norm
-        per_l1 = lipschitz * self._screen.max_weight_error
-        absolute = lipschitz * 2.0**-24 * (4 * self._max_bias + 1)
-        return ((torch.linalg.vector_norm(hidden, dim=-1) * relative)
-                .add_(torch.linalg.vector_norm(hidden, 1, dim=-1), alpha=per_l1).add_(absolute))
-
-    def _screened(self, hidden: Tensor) -> bool:
-        # Only fp32 weights on CPU gain (on a GPU the head is not what a step waits for); under autocast
-        # the model's own logits are bf16 products, which the fp32 candidates would not reproduce. The int8
-        # kernel reads d_model in steps of 8 (16 with AVX-512) and assumes nothing past them.
-        # The kernel is a private PyTorch op: a build without it takes the full head.
-        d_model = hidden.shape[1]
-        if (self.weight.device.type != "cpu" or self.weight.dtype != torch.float32 or hidden.dtype != torch.float32
-                or torch.is_autocast_enabled("cpu") or d_model >= 2**14 or d_model % 16
-                or not hasattr(torch, "_weight_int8pack_mm")):
-            return False
-        if self._screen is None:
-            self._screen = _Int8Screen.of(self.weight.detach())
-            self._max_bias = float(self.bias.abs().max())
-        # Infinite or NaN weights: no bound covers them.
-        return math.isfinite(self._screen.max_row_norm) and math.isfinite(self._max_bias)
+            products = hidden @ self.weight.t()
+        return (products if self.bias is None else products + self.bias).float()
 
 
-@dataclass(frozen=True)
-class _Int8Screen:
-    """The head's weight in int8 with one bf16 scale per row (w_hat = scale * q), and what the screen's error
-    bound needs of it: the largest row norm of w_hat and the largest |w - w_hat|."""
-
-    weight: Tensor  # (V, D) int8
-    scales: Tensor  # (V,) bf16
-    max_row_norm: float
-    max_weight_error: float
-
-    @classmethod
-    def of(cls, weight: Tensor) -> _Int8Screen:
-        """Quantizes (V, D) fp32 `weight`, a few MB of rows at a time: every pass over a chunk stays in cache
-        (~4x faster than whole-matrix passes at V = 50k; this runs once per generate call)."""
-        quantized = torch.empty(weight.shape, dtype=torch.int8)
-        scales = torch.empty(len(weight), dtype=torch.bfloat16)
-        norms = torch.empty(len(weight))
-        rows = max(1, 2**20 // weight.shape[1])
-        for start in range(0, len(weight), rows):
-            chunk, end = weight[start:start + rows], start + rows
-            # The floor keeps every scale a normal number, whose bf16 rounding is relative (2**-9).
-            scale = (chunk.abs().amax(dim=1) / 127).clamp_(min=2.0**-100).bfloat16()
-            scales[start:end] = scale
-            torch.linalg.vector_norm(chunk, dim=1, out=norms[start:end])
-            quantized[start:end] = torch.round(chunk / scale.float()[:, None]).clamp_(-127, 127)
-        # The bf16 scale is at least max|w| / 127 * (1 - 2**-9), so |w| / scale < 127.3 and rounding never
-        # clips: |w - scale * q| <= scale * (0.5 + 2**-17) (the fp32 division's rounding). The factor 1 + 2**-9
-        # covers the fp32 sum |h|_1 that multiplies this (short by at most d_model * 2**-24 < 2**-10).
-        max_error = float(scales.max()) * (0.5 + 2.0**-16) * (1 + 2.0**-9)
-        # |w_hat| <= |w| + sqrt(D) * max_error.
-        return cls(quantized, scales, max_row_norm=float(norms.max()) + weight.shape[1]**0.5 * max_error,
-                   max_weight_error=max_error)
-
-
-def _greedy(step: _Step, plan: _Plan, processors: list[LogitsProcessor], batch: int) -> Tensor:
-    device = step.head.weight.device
-    # The repetition penalty multiplies or divides scores by the penalty: differences grow by up to that much.
-    lipschitz = max(plan.cfg.repetition_penalty, 1 / plan.cfg.repetition_penalty)
+def _greedy(step: _Step, plan: _Plan, processors: list[LogitsProcessor], batch: int,
+            device: torch.device) -> Tensor:
     ids = torch.full((batch, plan.max_length), plan.pad if plan.pad is not None else 0, dtype=torch.long,
                      device=device)
     ids[:, 0] = plan.start
@@ -486,7 +362,7 @@ def _greedy(step: _Step, plan: _Plan, processors: list[LogitsProcessor], batch: 
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     length = 1
     while length < plan.max_length:
-        tokens = step.head.greedy(step(ids[:, length - 1]), ids[:, :length], processors, lipschitz)
+        tokens = _apply(processors, ids[:, :length], step(ids[:, length - 1])).argmax(-1)
         if eos is not None:  # finished sequences continue with padding
             tokens = torch.where(unfinished, tokens, plan.pad)
             unfinished &= ~torch.isin(tokens, eos)
@@ -524,9 +400,9 @@ class _Beams:
                    torch.ones((batch, 1), dtype=torch.bool, device=device))
 
 
-def _beam_search(step: _Step, plan: _Plan, processors: list[LogitsProcessor], batch: int) -> Tensor:
+def _beam_search(step: _Step, plan: _Plan, processors: list[LogitsProcessor], batch: int,
+                 device: torch.device) -> Tensor:
     beams = plan.cfg.num_beams
-    device = step.head.weight.device
     state = _Beams.start(batch, beams, plan, device)
     # Keep 2K candidates (more with several EOS ids) so that K stay live even if K of them end here.
     keep = max(2, 1 + len(plan.eos or [])) * beams
@@ -534,7 +410,7 @@ def _beam_search(step: _Step, plan: _Plan, processors: list[LogitsProcessor], ba
     length = 1
     while True:
         last = state.running[:, :, length - 1].reshape(-1)
-        log_probs = F.log_softmax(step.head.logits(step(last)), dim=-1)
+        log_probs = F.log_softmax(step(last), dim=-1)
         log_probs = _apply(processors, state.running[:, :, :length].reshape(batch * beams, length), log_probs)
         parents, all_ended = _beam_step(state, log_probs, length, keep, eos, plan)
         length += 1

@@ -29,6 +29,7 @@ from tokenizers import (
 from tokenizers.models import BPE
 
 from led.files import write_text_atomically
+from led.models.hub import resolve_model_dir
 
 BOS, PAD, EOS, UNK, MASK = "<s>", "<pad>", "</s>", "<unk>", "<mask>"
 # Order fixes the ids of a freshly trained vocabulary: <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4.
@@ -74,16 +75,9 @@ class LEDTokenizer:
         A directory needs `tokenizer.json`, or `vocab.json` + `merges.txt`. A Hub id is fetched with
         `huggingface_hub` (cached in the usual HF cache); without network, point at a local directory.
         """
-        path = Path(path_or_hub_id).expanduser()
-        if path.is_dir():
-            return cls._from_dir(path)
-        name = str(path_or_hub_id)
-        if _looks_like_local_path(name):
-            raise ValueError(
-                f"tokenizer directory {name!r} does not exist; give a directory holding {TOKENIZER_FILE} "
-                f"or {VOCAB_FILE} + {MERGES_FILE}, or a Hub id such as 'allenai/led-base-16384'"
-            )
-        return cls._from_dir(_download_from_hub(name))
+        return cls._from_dir(resolve_model_dir(path_or_hub_id, [TOKENIZER_FILE, VOCAB_FILE, MERGES_FILE],
+                                               what="tokenizer",
+                                               contents=f"{TOKENIZER_FILE} or {VOCAB_FILE} + {MERGES_FILE}"))
 
     @classmethod
     def _from_dir(cls, directory: Path) -> LEDTokenizer:
@@ -243,29 +237,3 @@ def _add_special_tokens(backend: Tokenizer) -> Tokenizer:
 
 def _valid_ids(ids: Iterable[int]) -> list[int]:
     return [int(i) for i in ids if int(i) >= 0]
-
-
-def _looks_like_local_path(name: str) -> bool:
-    # A Hub id is "name" or "owner/name"; anything rooted, relative-dotted or deeper is a path.
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")
-
-
-def _download_from_hub(repo_id: str) -> Path:
-    """Fetch the tokenizer files of a Hub model; return the local snapshot directory."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError
-
-    try:
-        try:
-            return Path(hf_hub_download(repo_id, TOKENIZER_FILE)).parent
-        except EntryNotFoundError:  # the LED checkpoints ship only vocab.json + merges.txt
-            hf_hub_download(repo_id, VOCAB_FILE)
-            return Path(hf_hub_download(repo_id, MERGES_FILE)).parent
-    except Exception as error:  # network down, repo missing, gated, offline mode, ...
-        raise OSError(
-            f"could not get the tokenizer of {repo_id!r} from the Hugging Face Hub ({type(error).__name__}: "
-            f"{error}). Without network access, download it once elsewhere (e.g. "
-            f"`LEDTokenizer.from_pretrained({repo_id!r}).save_pretrained('led-tokenizer')`, or "
-            f"`python -m led.prepare`) and pass that local directory instead."
-        ) from error
-

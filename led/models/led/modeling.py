@@ -1,14 +1,14 @@
 """LED (Longformer-Encoder-Decoder) in plain PyTorch, numerically equal to `transformers`' LED.
 
 Encoder: token + learned position embeddings -> LayerNorm -> post-LN layers with windowed+global
-self-attention (led/attention.py). Decoder: the BART decoder (causal self-attention, cross-attention).
+self-attention (led.models.led.attention). Decoder: the BART decoder (causal self-attention, cross-attention).
 Head: `lm_head` tied to the shared embedding, plus `final_logits_bias`. Parameter names are the
-Hugging Face state-dict names, so checkpoints load as they are (led/checkpoint.py).
+Hugging Face state-dict names, so checkpoints load as they are (led.models.checkpoint); generation and
+checkpoint I/O come from `EncoderDecoderModel` (led.models.base).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from led.models.base import EncoderDecoderModel
 from led.models.led.attention import EncoderMasks, LEDEncoderAttention
 from led.models.led.config import LEDConfig
 
@@ -290,12 +291,18 @@ class LEDModel(nn.Module):
         self.decoder = LEDDecoder(config, self.shared)
 
 
-class LEDForConditionalGeneration(nn.Module):
+class LEDForConditionalGeneration(EncoderDecoderModel):
     """LED with its language-modelling head; `from_pretrained` loads Hugging Face checkpoints."""
 
+    config_class = LEDConfig
+    # The one embedding matrix under its four names; files saved by `transformers` keep only some of them.
+    tied_keys = ("led.shared.weight", "led.encoder.embed_tokens.weight", "led.decoder.embed_tokens.weight",
+                 "lm_head.weight")
+
+    config: LEDConfig
+
     def __init__(self, config: LEDConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.led = LEDModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
@@ -326,32 +333,6 @@ class LEDForConditionalGeneration(nn.Module):
                 module.bias.zero_()
         self.final_logits_bias.zero_()
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute every encoder and decoder layer in the backward pass instead of storing activations."""
-        self.led.encoder.gradient_checkpointing = self.led.decoder.gradient_checkpointing = True
-
-    def gradient_checkpointing_disable(self) -> None:
-        self.led.encoder.gradient_checkpointing = self.led.decoder.gradient_checkpointing = False
-
-    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-               global_attention_mask: Tensor | None = None) -> Tensor:
-        """(B, S) token ids -> encoder hidden states (B, S, d_model)."""
-        return self.led.encoder(input_ids, attention_mask, global_attention_mask)
-
-    def new_cache(self, encoder_hidden_states: Tensor) -> DecoderCache:
-        """A decoding cache with every layer's cross-attention keys/values computed once."""
-        # Contiguous (B, H, S, D) copies: every step reads them whole, and strided ones read ~1.5x slower.
-        kv = [layer.cross_attention_kv(encoder_hidden_states) for layer in self.led.decoder.layers]
-        return DecoderCache([(k.contiguous(), v.contiguous()) for k, v in kv])
-
-    def decode(self, decoder_input_ids: Tensor, encoder_hidden_states: Tensor | None,
-               encoder_attention_mask: Tensor | None = None, cache: DecoderCache | None = None,
-               decoder_attention_mask: Tensor | None = None) -> Tensor:
-        """(B, T) decoder ids -> logits (B, T, V). With a cache, only the new tokens are given."""
-        hidden = self.led.decoder(decoder_input_ids, encoder_hidden_states, encoder_attention_mask,
-                                  decoder_attention_mask, cache)
-        return self.lm_head(hidden) + self.final_logits_bias.to(hidden.dtype)
-
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 global_attention_mask: Tensor | None = None, decoder_input_ids: Tensor | None = None,
                 decoder_attention_mask: Tensor | None = None, labels: Tensor | None = None,
@@ -378,36 +359,47 @@ class LEDForConditionalGeneration(nn.Module):
                                    ignore_index=-100)
         return LEDOutput(logits=logits, encoder_last_hidden_state=encoder_hidden_states, loss=loss)
 
-    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                 global_attention_mask: Tensor | None = None, **kwargs: Any) -> Tensor:
-        """Greedy or beam-search summaries (B * num_return_sequences, T), as `transformers`' `generate`.
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+               global_attention_mask: Tensor | None = None) -> Tensor:
+        """(B, S) token ids -> encoder hidden states (B, S, d_model)."""
+        return self.led.encoder(input_ids, attention_mask, global_attention_mask)
 
-        Keyword arguments (num_beams, max_length, max_new_tokens, min_length, length_penalty,
-        no_repeat_ngram_size, early_stopping, ...) are those of `led.models.generation.generate`.
-        """
-        from led.models.generation import generate
+    def decode(self, decoder_input_ids: Tensor, encoder_hidden_states: Tensor | None,
+               encoder_attention_mask: Tensor | None = None, cache: DecoderCache | None = None,
+               decoder_attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T) decoder ids -> logits (B, T, V). With a cache, only the new tokens are given."""
+        hidden = self.led.decoder(decoder_input_ids, encoder_hidden_states, encoder_attention_mask,
+                                  decoder_attention_mask, cache)
+        return self.lm_head(hidden) + self.final_logits_bias.to(hidden.dtype)
 
-        return generate(self, input_ids, attention_mask, global_attention_mask, **kwargs)
+    # --- what generation and checkpoint I/O use (led.models.base) -----------------------------------
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def new_cache(self, encoder_hidden_states: Tensor) -> DecoderCache:
+        """A decoding cache with every layer's cross-attention keys/values computed once."""
+        # Contiguous (B, H, S, D) copies: every step reads them whole, and strided ones read ~1.5x slower.
+        kv = [layer.cross_attention_kv(encoder_hidden_states) for layer in self.led.decoder.layers]
+        return DecoderCache([(k.contiguous(), v.contiguous()) for k, v in kv])
 
-    # --- checkpoints (implemented in led/checkpoint.py) ---------------------------------------------
+    def decode_step(self, tokens: Tensor, cache: DecoderCache, encoder_attention_mask: Tensor | None) -> Tensor:
+        """(N,) newest tokens -> the decoder's last hidden state (N, d_model); the cache grows by one."""
+        return self.led.decoder(tokens[:, None], None, encoder_attention_mask, cache=cache)[:, -1]
 
-    @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | os.PathLike, dtype: torch.dtype | None = None,
-                        device: str | torch.device = "cpu") -> LEDForConditionalGeneration:
-        """Load a Hugging Face LED checkpoint from a local directory or the Hub."""
-        from led.models.checkpoint import load_pretrained
+    def output_layer(self) -> tuple[Tensor, Tensor]:
+        """lm_head's weight (V, d_model) and final_logits_bias (1, V)."""
+        return self.lm_head.weight, self.final_logits_bias
 
-        return load_pretrained(cls, path_or_hub_id, dtype=dtype, device=device)
+    @property
+    def max_target_positions(self) -> int:
+        return self.config.max_decoder_position_embeddings
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write `config.json` + `model.safetensors` (+ `generation_config.json` when `self.generation_config`
-        is set) that `transformers` and `from_pretrained` load."""
-        from led.models.checkpoint import save_pretrained
-
-        save_pretrained(self, directory)
+    def adapt_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Names of an `LEDModel` file (no head) get the `led.` prefix; a missing `final_logits_bias` (optional in
+        `transformers` files) is zeros."""
+        if not any(k.startswith("led.") for k in state):
+            state = {(k if k in ("lm_head.weight", "final_logits_bias") else f"led.{k}"): v for k, v in state.items()}
+        if "final_logits_bias" not in state:
+            state = {**state, "final_logits_bias": torch.zeros(1, self.config.vocab_size)}
+        return state
 
 
 __all__ = ["LEDForConditionalGeneration", "LEDModel", "LEDOutput", "DecoderCache", "shift_tokens_right"]
