@@ -23,7 +23,7 @@ CUDA: torch.cuda.max_memory_allocated over the measured step, minus what was all
 was built; the reserved column is max_memory_reserved (what the caching allocator took from the GPU).
 
 The "kept" columns compare the activations autograd keeps at the end of the warm-up step's forward pass
-(every saved tensor's storage counted once, `led.memory.autograd_saved_bytes`) with the estimate's.
+(every saved tensor's storage counted once, `autograd_saved_bytes` below) with the estimate's.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 SHAPES = {
     "small": dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
@@ -55,11 +56,41 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def autograd_saved_bytes(output: Any, exclude: Any = ()) -> dict[str, int]:
+    """What autograd keeps for the backward of `output`, by backward-node type: the bytes of every distinct
+    storage saved in its graph, each counted once (at the first node found to hold it), leaving out the
+    storages of `exclude` (pass the model's parameters). Sums to the activations of a real forward pass,
+    to check `estimate_peak_memory` against (tests/test_memory.py, and this benchmark)."""
+    import torch
+
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: set[int] = set()
+    by_node: dict[str, int] = {}
+    stack, visited = [output.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in visited:
+            continue
+        visited.add(node)
+        for name in dir(node):
+            if not name.startswith("_saved_"):
+                continue
+            value = getattr(node, name)
+            for tensor in value if isinstance(value, (tuple, list)) else (value,):
+                if not isinstance(tensor, torch.Tensor):
+                    continue
+                storage = tensor.untyped_storage()
+                if storage.data_ptr() in skip or storage.data_ptr() in seen:
+                    continue
+                seen.add(storage.data_ptr())
+                by_node[node.name()] = by_node.get(node.name(), 0) + storage.nbytes()
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return by_node
+
+
 def _train_step(model, optimizer, batch: dict, precision: str, explain: dict | None = None) -> float:
     """One step; with `explain`, fills it with what autograd keeps at the end of the forward pass."""
     import torch
-
-    from led.memory import autograd_saved_bytes
 
     device = batch["input_ids"].device.type
     # Lightning's mixed-precision plugin turns autocast's weight-cast cache off; so does this step.

@@ -25,12 +25,11 @@ from typing import Any
 import datasets
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from led.data.datamodule import SummarizationDataModule
 from led.models.tokenizer import LEDTokenizer
-from led.recipes.train import prepare_data_settings
-from led.training.module import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,16 +42,16 @@ def default_config(overrides: list[str], run_dir: Path) -> Any:
     return cfg
 
 
-def bench_tokenisation(settings: dict[str, Any]) -> None:
+def bench_tokenisation(datamodule: SummarizationDataModule) -> None:
     import transformers
 
     from led.data.sources import tokenize_split
 
-    raw = datasets.load_dataset("json", data_files=settings["train_file"], split="train")
-    ours_tokenizer = LEDTokenizer.from_pretrained(settings["tokenizer"])
-    reference = transformers.BartTokenizerFast.from_pretrained(settings["tokenizer"])
-    source, summary = settings["source_field"], settings["summary_field"]
-    max_in, max_out = settings["max_input_length"], settings["max_target_length"]
+    raw = datasets.load_dataset("json", data_files=str(datamodule.source.files["train"]), split="train")
+    ours_tokenizer = LEDTokenizer.from_pretrained(datamodule.tokenizer_path)
+    reference = transformers.BartTokenizerFast.from_pretrained(datamodule.tokenizer_path)
+    source, summary = datamodule.source_field, datamodule.summary_field
+    max_in, max_out = datamodule.max_input_length, datamodule.max_target_length
 
     def reference_map(batch: dict[str, list[str]]) -> dict[str, Any]:
         inputs = reference(batch[source], max_length=max_in, truncation=True)
@@ -79,13 +78,9 @@ def bench_tokenisation(settings: dict[str, Any]) -> None:
     print(f"time ratio ours/transformers: {t_ours / t_ref:.2f}x; identical ids: {equal}")
 
 
-def training_batches(settings: dict[str, Any], model_config: Any, steps: int,
+def training_batches(datamodule: SummarizationDataModule, model: torch.nn.Module, steps: int,
                      start: int) -> list[dict[str, torch.Tensor]]:
-    settings = dict(settings, pad_to_multiple_of=model_config.max_window,
-                    max_encoder_positions=model_config.max_encoder_position_embeddings,
-                    max_decoder_positions=model_config.max_decoder_position_embeddings,
-                    model_vocab_size=model_config.vocab_size)
-    datamodule = SummarizationDataModule(**settings)
+    datamodule.match_model(model)
     datamodule.prepare_data()
     datamodule.setup("fit")
     batches = []
@@ -98,16 +93,14 @@ def training_batches(settings: dict[str, Any], model_config: Any, steps: int,
     return batches
 
 
-def bench_training(cfg: Any, settings: dict[str, Any], steps: int, start: int) -> None:
+def bench_training(cfg: Any, datamodule: SummarizationDataModule, steps: int, start: int) -> None:
     import transformers
 
-    model_cfg = cfg.model
     torch.manual_seed(cfg.seed)
-    ours = build_model(model_cfg.size, None, model_cfg.attention_window, model_cfg.vocab_size,
-                       dict(model_cfg.overrides or {}))
+    ours = instantiate(cfg.model, pretrained=None, gradient_checkpointing=False, _convert_="all")
     reference = transformers.LEDForConditionalGeneration(transformers.LEDConfig(**ours.config.to_dict()))
     reference.load_state_dict(ours.state_dict())
-    batches = training_batches(settings, ours.config, steps, start)
+    batches = training_batches(datamodule, ours, steps, start)
     # Dropout draws differ between the two, so the losses are compared once, without it, before training.
     ours.eval(), reference.eval()
     with torch.no_grad():
@@ -130,7 +123,7 @@ def bench_training(cfg: Any, settings: dict[str, Any], steps: int, start: int) -
     t_ours, t_ref = run(ours), run(reference)
     real = sum(int(b["attention_mask"].sum()) + int((b["labels"] != -100).sum()) for b in batches[1:])
     padded = sum(b["input_ids"].numel() + b["labels"].numel() for b in batches[1:])
-    print(f"\ntraining: {len(batches) - 1} steps of the default run's batches from step {start} (batch {settings['batch_size']}, "
+    print(f"\ntraining: {len(batches) - 1} steps of the default run's batches from step {start} (batch {datamodule.batch_size}, "
           f"{real:,} real tokens, {padded:,} with padding), fp32, {torch.get_num_threads()} threads")
     print(f"{'':>13} | {'s/step':>7} {'tokens/s':>9}")
     for name, times in (("ours", t_ours), ("transformers", t_ref)):
@@ -155,11 +148,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = default_config(args.overrides, Path(run_dir))
         start = time.perf_counter()
-        settings = prepare_data_settings(cfg, Path(run_dir))  # generates the corpus and trains the tokenizer if needed
+        # Building the DataModule generates the corpus if needed; its tokenizer is trained on first use.
+        datamodule = instantiate(cfg.data, tokenizer_dir=str(Path(run_dir) / "tokenizer"), _convert_="all")
+        _ = datamodule.tokenizer
         print(f"corpus + tokenizer ready in {time.perf_counter() - start:.1f} s; torch={torch.__version__} "
               f"transformers={transformers.__version__}")
-        bench_tokenisation(settings)
-        bench_training(cfg, settings, args.steps, args.start)
+        bench_tokenisation(datamodule)
+        bench_training(cfg, datamodule, args.steps, args.start)
 
 
 if __name__ == "__main__":

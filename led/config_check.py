@@ -1,13 +1,15 @@
 """Training settings checked against the code that receives them, before any work starts.
 
-Each config group goes to one known function or class: `data` to `SummarizationDataModule`, `model` to
-`build_model` (and `model.overrides` to `LEDConfig`), `optimizer` to the torch optimizer it names, `scheduler` to
-`lr_lambda`, `module` to `LEDSummarizer`, `generation` to `led.models.generation.generate`, and every node with a `_target_`
-(`trainer`, callbacks, loggers) to its target. Their parameters and annotations say which keys exist and what each
-takes, so a misspelled key (`+optimizer.lrr=1e-3`) or a value of the wrong type (`trainer.max_steps=abc`) is one
-line naming the key, the value and what is valid, instead of a TypeError from inside Lightning or torch after the
-corpus, the tokenizer and the model were built. Values left at `???` and a from-scratch model that `LEDConfig`
-rejects (an odd window, a window list of the wrong length) are reported here too.
+Every config node that builds something names it with `_target_` (the model builder, the DataModule, the optimizer,
+the schedule, the LightningModule, `generate`, the Trainer, callbacks, loggers), so one generic pass checks each node
+against its target's signature: the parameters say which keys exist and their annotations what each takes. A key
+the target does not take (`+optimizer.lrr=1e-3`) or a value of the wrong type (`trainer.max_steps=abc`) is one line
+naming the key, the value and what is valid, instead of a TypeError from inside Lightning or torch after the corpus,
+the tokenizer and the model were built. A `_partial_` node is called later with the arguments its caller supplies:
+those are the target's parameters without a default that the node leaves out. A mapping argument whose annotation
+is `Annotated[..., receiver]` (`model.overrides` -> LEDConfig, `data.synthetic` -> write_corpus) is checked against
+that receiver the same way. Values left at `???` and a from-scratch model that LEDConfig rejects (an odd window, a
+window list of the wrong length) are reported here too.
 """
 
 from __future__ import annotations
@@ -18,20 +20,15 @@ import difflib
 import enum
 import inspect
 import os
+import sys
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
-
-from led.data.datamodule import SummarizationDataModule
-from led.data.synthetic import write_corpus
-from led.models.generation import generate
-from led.models.led.config import LEDConfig
-from led.training.module import LEDSummarizer, build_model, lr_lambda
 
 # Keys Hydra's `instantiate` reads itself; they are not arguments of the target.
 _HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
@@ -42,12 +39,14 @@ _NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "tex
 
 @dataclasses.dataclass
 class _Receiver:
-    """What a config node is handed to: its name in messages, the annotation of each parameter (Any when it has
-    none), and whether it takes **kwargs (then any other key is accepted)."""
+    """What a config node is handed to: its name in messages, the annotation of each parameter the node may set
+    (Any when it has none), whether it takes **kwargs (then any other key is accepted), and the parameters it
+    needs that nobody gives."""
 
     name: str
     types: dict[str, Any]
     takes_any_key: bool = False
+    required: tuple[str, ...] = ()
 
 
 def setting_problems(cfg: DictConfig) -> list[str]:
@@ -62,57 +61,72 @@ def setting_problems(cfg: DictConfig) -> list[str]:
         return []
     if not isinstance(plain, dict):
         return []
-    top = {key: plain[key] for key in ("seed", "ckpt_path") if key in plain}
-    problems = _check_node(top, _Receiver("the training config", {"seed": int, "ckpt_path": str | None}), "")
-    for path, receiver in _group_receivers(plain).items():
-        node = _select(plain, path)
-        if isinstance(node, dict):
-            problems += _check_node(node, receiver, path)
-    problems += _check_targets(plain, "")
-    return problems or _model_problems(plain.get("model"))
+    from led.training.loggers import missing_logger_packages
+
+    return (_check_targets(plain, "") or _model_problems(plain.get("model"))
+            or missing_logger_packages(plain.get("logger")))
 
 
-def _group_receivers(plain: dict[str, Any]) -> dict[str, _Receiver]:
-    optimizers = {"adamw": torch.optim.AdamW, "adafactor": torch.optim.Adafactor}
-    optimizer_class = optimizers.get(str((plain.get("optimizer") or {}).get("name")))
-    if optimizer_class is not None:
-        optimizer = _receiver(optimizer_class, f"torch.optim.{optimizer_class.__name__}", skip=("params",),
-                              extra={"name": str})
-    else:  # LEDSummarizer reports the unknown name itself
-        optimizer = _Receiver("the optimizer", {"name": str, "lr": float, "weight_decay": float}, takes_any_key=True)
-    return {
-        # The `data` keys train() uses itself; the rest are DataModule arguments.
-        "data": _receiver(SummarizationDataModule, "led.data.SummarizationDataModule",
-                          extra={"synthetic": dict | None, "tokenizer_vocab_size": int | None,
-                                 "tokenizer_training_docs": int | None}),
-        "data.synthetic": _receiver(write_corpus, "led.data.synthetic.write_corpus", skip=("out_dir",), extra={"dir": str}),
-        "model": _receiver(build_model, "led.training.module.build_model", extra={"gradient_checkpointing": bool}),
-        "model.overrides": _receiver(LEDConfig, "led.LEDConfig", skip=("extra",)),
-        "optimizer": optimizer,
-        "scheduler": _receiver(lr_lambda, "led.training.module.lr_lambda", skip=("total_steps",)),
-        "module": _receiver(LEDSummarizer, "led.training.module.LEDSummarizer",
-                            skip=("model", "optimizer", "scheduler", "generation", "tokenizer")),
-        "generation": _receiver(generate, "led.models.generation.generate",
-                                skip=("model", "input_ids", "attention_mask", "global_attention_mask",
-                                      "generation_config")),
-    }
+def unknown_key_message(config: DictConfig, full_key: str) -> str | None:
+    """The message `setting_problems` gives for `full_key` were it added to `config` (a config being composed, which
+    Hydra refuses `optimizer.lrr=1e-3` for), e.g. "optimizer.lrr is not a setting of torch.optim.AdamW; did you mean
+    optimizer.lr?"; None when no `_target_` node receives it (then Hydra's own message says it)."""
+    plain = OmegaConf.to_container(config, resolve=False)  # interpolations as text: only keys and targets matter
+    if not isinstance(plain, dict):
+        return None
+    plain.pop("hydra", None)
+    *parents, key = full_key.split(".")
+    node: Any = plain
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return None
+    node[key] = None
+    prefix = f"{full_key} is not a setting of "
+    return next((problem for problem in _check_targets(plain, "") if problem.startswith(prefix)), None)
 
 
-def _receiver(target: Callable[..., Any], name: str, skip: Iterable[str] = (),
-              extra: dict[str, Any] | None = None) -> _Receiver:
-    """The parameters of `target` (a class: those of its __init__) with their annotations evaluated."""
+def _check_targets(node: Any, path: str) -> list[str]:
+    """Every `_target_` node under `node`, checked against its target's parameters."""
+    problems: list[str] = []
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if isinstance(target, str):
+            try:
+                receiver = _receiver(get_object(target), target, given=node, partial=node.get("_partial_") is True)
+            except Exception:  # noqa: BLE001 - Hydra reports a target it cannot import when it instantiates it
+                receiver = None
+            if receiver is not None:
+                problems += _check_node(node, receiver, path)
+        for key, value in node.items():
+            problems += _check_targets(value, _join(path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            problems += _check_targets(value, _join(path, index))
+    return problems
+
+
+def _receiver(target: Callable[..., Any], name: str, given: collections.abc.Container[str] = (),
+              partial: bool = False) -> _Receiver:
+    """The parameters of `target` (a class: those of its __init__) with their annotations evaluated. Those without
+    a default that `given` leaves out are the caller's to supply for a `partial` node, else missing."""
     signature = inspect.signature(target)
     function = target.__init__ if isinstance(target, type) else target  # type: ignore[misc]
     namespace = getattr(function, "__globals__", {})
     types_: dict[str, Any] = {}
     takes_any_key = False
+    required = []
     for parameter in signature.parameters.values():
         if parameter.kind is inspect.Parameter.VAR_KEYWORD:
             takes_any_key = True
-        elif parameter.kind is not inspect.Parameter.VAR_POSITIONAL and parameter.name not in skip:
+        elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            continue
+        elif parameter.default is inspect.Parameter.empty and parameter.name not in given:
+            if not partial:
+                required.append(parameter.name)
+        else:
             types_[parameter.name] = _evaluate(parameter.annotation, namespace)
-    types_.update(extra or {})
-    return _Receiver(name, types_, takes_any_key)
+    return _Receiver(name, types_, takes_any_key, tuple(required))
 
 
 def _evaluate(annotation: Any, namespace: dict[str, Any]) -> Any:
@@ -126,43 +140,45 @@ def _evaluate(annotation: Any, namespace: dict[str, Any]) -> Any:
     return annotation
 
 
-def _check_targets(node: Any, path: str) -> list[str]:
-    """Every `_target_` node under `node`, checked against its target's parameters."""
-    problems: list[str] = []
-    if isinstance(node, dict):
-        target = node.get("_target_")
-        if isinstance(target, str):
-            try:
-                receiver = _receiver(get_object(target), target)
-            except Exception:  # noqa: BLE001 - Hydra reports a target it cannot import when it instantiates it
-                receiver = None
-            if receiver is not None:
-                problems += _check_node(node, receiver, path)
-        for key, value in node.items():
-            problems += _check_targets(value, f"{path}.{key}" if path else str(key))
-    return problems
-
-
 def _check_node(node: dict[str, Any], receiver: _Receiver, path: str) -> list[str]:
-    problems = []
+    problems = [f"{_join(path, name)} has no value: {receiver.name} needs it; give {_join(path, name)}=..."
+                for name in receiver.required]
     for key, value in node.items():
         if key in _HYDRA_KEYS:
             continue
-        full_key = f"{path}.{key}" if path else str(key)
+        full_key = _join(path, key)
         if key not in receiver.types:
             if not receiver.takes_any_key:
                 problems.append(_unknown_key_message(full_key, str(key), path, receiver))
         elif not _accepts(receiver.types[key], value):
             problems.append(f"{full_key}={_show(value)} is not valid: {receiver.name} takes {key} as "
                             f"{_describe(receiver.types[key])}")
+        elif isinstance(value, dict) and _settings_receiver(receiver.types[key]) is not None:
+            target = _settings_receiver(receiver.types[key])
+            problems += _check_node(value, _receiver(target, _public_name(target), given=value), full_key)
     return problems
+
+
+def _settings_receiver(hint: Any) -> Callable[..., Any] | None:
+    """X of `Annotated[<a mapping>, X]`: the mapping's keys are X's parameters."""
+    if typing.get_origin(hint) is typing.Annotated:
+        return next((meta for meta in hint.__metadata__ if callable(meta)), None)
+    return None
+
+
+def _public_name(target: Any) -> str:
+    """`led.LEDConfig` rather than `led.models.led.config.LEDConfig` when the package exports it."""
+    package = sys.modules.get(target.__module__.split(".")[0])
+    if getattr(package, target.__name__, None) is target:
+        return f"{package.__name__}.{target.__name__}"  # type: ignore[union-attr]
+    return f"{target.__module__}.{target.__qualname__}"
 
 
 def _unknown_key_message(full_key: str, key: str, path: str, receiver: _Receiver) -> str:
     message = f"{full_key} is not a setting of {receiver.name}"
     close = difflib.get_close_matches(key, list(receiver.types), n=1, cutoff=0.6)
     if close:
-        message += f"; did you mean {path + '.' if path else ''}{close[0]}?"
+        message += f"; did you mean {_join(path, close[0])}?"
     if len(receiver.types) <= 16:
         message += f" (its settings: {', '.join(sorted(receiver.types))})"
     return message
@@ -173,6 +189,8 @@ def _accepts(hint: Any, value: Any) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or hint is object or isinstance(hint, typing.TypeVar):
         return True
+    if origin is typing.Annotated:
+        return _accepts(args[0], value)
     if origin in (typing.Union, types.UnionType):
         return any(_accepts(member, value) for member in args)
     if origin is typing.Literal:
@@ -203,6 +221,8 @@ def _accepts(hint: Any, value: Any) -> bool:
 
 def _describe(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        return _describe(args[0])
     if origin in (typing.Union, types.UnionType):
         choices = [choice for member in args if typing.get_origin(member) is typing.Literal
                    for choice in typing.get_args(member)]
@@ -241,22 +261,19 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _select(plain: dict[str, Any], path: str) -> Any:
-    node: Any = plain
-    for part in path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
 
 
 def _model_problems(model: dict[str, Any] | None) -> list[str]:
-    """LEDConfig's own checks (windows, head counts, ...) for a model trained from scratch, run on the meta device:
-    no memory, no time. A pretrained model's config comes with its checkpoint and is checked when it loads."""
-    if not isinstance(model, dict) or model.get("pretrained"):
+    """LEDConfig's own checks (windows, head counts, ...) for a model trained from scratch, built on the meta
+    device: no memory, no time. A pretrained model's config comes with its checkpoint and is checked when it loads."""
+    if not isinstance(model, dict) or model.get("pretrained") or not isinstance(model.get("_target_"), str):
         return []
-    arguments = {key: value for key, value in model.items() if key != "gradient_checkpointing"}
+    arguments = {key: value for key, value in model.items() if key not in _HYDRA_KEYS}
     try:
         with torch.device("meta"):
-            build_model(**arguments)
+            get_object(model["_target_"])(**arguments)
     except (TypeError, ValueError) as error:
         return [str(error)]
     return []

@@ -1,7 +1,7 @@
 """Export a training checkpoint as a Hugging Face model directory.
 
-    python -m led.export ckpt_path=outputs/train/RUN/checkpoints/last.ckpt out=models/my-led
-    python -m led.export ckpt_path=outputs/train/RUN/checkpoints/last.ckpt out=models/my-led overwrite=true
+    python -m led.export ckpt_path=outputs/train/RUN/checkpoints/last.ckpt out=outputs/my-led
+    python -m led.export ckpt_path=outputs/train/RUN/checkpoints/last.ckpt out=outputs/my-led overwrite=true
 
 Arguments are `key=value` pairs, the fields of `ExportConfig` below. `ckpt_path` is a `.ckpt` file written by
 `train.py` (`led.training.module.LEDSummarizer`), or the directory of a sharded FSDP checkpoint (`trainer=fsdp`).
@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 
+from led.cli import run
 from led.errors import UserError
 from led.files import write_directory_atomically
 from led.models.checkpoint import match_state_dict
@@ -38,7 +37,6 @@ from led.training.checkpointing import checkpoint_problem, corrupt_checkpoint_me
 
 log = logging.getLogger(__name__)
 
-USAGE = "usage: python -m led.export ckpt_path=RUN/checkpoints/last.ckpt out=DIR [overwrite=true] [tokenizer=DIR]"
 VALID_CKPT = ("a .ckpt file written by train.py (e.g. outputs/train/RUN/checkpoints/last.ckpt) or the directory "
               "of a sharded FSDP checkpoint")
 
@@ -64,7 +62,9 @@ def export(ckpt_path: str | Path, out: str | Path, overwrite: bool = False, toke
     checkpoint = read_checkpoint(Path(ckpt_path).expanduser())
     hparams = dict(checkpoint["hyper_parameters"])
     model = rebuild_model(checkpoint, str(ckpt_path))
-    generation = generation_config(dict(hparams.get("generation") or {}), model.config)
+    # The run's `generation` node: generate's keywords beside Hydra's `_target_` and `_partial_`.
+    settings = {key: value for key, value in (hparams.get("generation") or {}).items() if not key.startswith("_")}
+    generation = generation_config(settings, model.config)
     tokenizer_source = tokenizer or hparams.get("tokenizer") or (hparams.get("model") or {}).get("pretrained")
     if not tokenizer_source:
         raise ExportError(f"{ckpt_path} does not name its tokenizer; give tokenizer=DIR (or a Hub id)")
@@ -141,24 +141,13 @@ def generation_config(settings: dict[str, Any], config: LEDConfig) -> Generation
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg: ExportConfig = OmegaConf.to_object(  # type: ignore[assignment]
-            OmegaConf.merge(OmegaConf.structured(ExportConfig), OmegaConf.from_dotlist(args)))
-    except OmegaConfBaseException as error:  # missing/unknown key, wrong type
-        _fail(f"{str(error).splitlines()[0]}; {USAGE}")
-    try:
+    def work(cfg: ExportConfig) -> Path:
         out = export(cfg.ckpt_path, cfg.out, overwrite=cfg.overwrite, tokenizer=cfg.tokenizer)
-    except ExportError as error:
-        _fail(str(error))
-    print(f"wrote {out}: transformers' LEDForConditionalGeneration.from_pretrained({str(out)!r}) and "
-          f"`python evaluate.py ckpt_path={out}` load it")
-    return out
+        print(f"wrote {out}: transformers' LEDForConditionalGeneration.from_pretrained({str(out)!r}) and "
+              f"`python evaluate.py ckpt_path={out}` load it")
+        return out
 
-
-def _fail(message: str) -> None:
-    print(f"led.export: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    return run("led.export", __doc__ or "", ExportConfig, work, argv)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Settings a user can get wrong, through the entry points: Hydra's own messages for unknown keys and group options,
-ours (led/config_checks.py, led.recipes.train) for values of the wrong type, model settings, lengths, vocabularies and
+"""Settings a user can get wrong, through the entry points: Hydra's own messages for unknown top-level keys and group
+options, ours (led/config_check.py, led.recipes.train) for keys a node's `_target_` does not take, values of the wrong
+type, model settings, lengths, vocabularies and
 checkpoints of another model. Each stops the run with one line (a traceback only with HYDRA_FULL_ERROR=1) and leaves
 what an earlier run wrote in the run directory as it was."""
 
@@ -62,15 +63,16 @@ def error_line(stderr: str) -> str:
     return lines[0]
 
 
-# ------------------------------------------------------------------------------- Hydra: unknown keys and options
+# ------------------------------------------------------------------------------- while Hydra composes the config
 @pytest.mark.parametrize(("override", "expected"), [
-    ("optimizer.lrr=1e-3", ["Could not override 'optimizer.lrr'", "Key 'lrr' is not in struct",
-                            "full_key: optimizer.lrr"]),
+    # Hydra refuses a key its node lacks; train.py names the closest setting of what the node builds, as for `+`.
+    ("optimizer.lrr=1e-3", ["error: optimizer.lrr is not a setting of torch.optim.AdamW; did you mean optimizer.lr?"]),
     ("foo=1", ["Could not override 'foo'", "Key 'foo' is not in struct"]),
     ("model=tinny", ["Could not find 'model/tinny'", "Available options in 'model':", "led_base", "led_large",
                      "tiny"]),
 ])
-def test_unknown_key_or_group_option_is_named_by_hydra(override: str, expected: list[str], tmp_path: Path) -> None:
+def test_unknown_key_or_group_option_stops_while_composing(override: str, expected: list[str],
+                                                           tmp_path: Path) -> None:
     before = earlier_run(tmp_path / "run")
     result = run_train_py(override, f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1
@@ -91,6 +93,13 @@ def test_value_of_the_wrong_type_is_one_line_naming_the_keys(tmp_path: Path) -> 
         "error: optimizer.lr='fast' is not valid: torch.optim.AdamW takes lr as a number; "
         "trainer.max_steps='abc' is not valid: lightning.Trainer takes max_steps as an integer")
     assert_untouched(run_dir, before)
+
+
+def test_a_rejected_config_leaves_no_new_run_directory(tmp_path: Path) -> None:
+    # Hydra makes the run directory (.hydra/, train.log) before train.py's checks run; a refused job removes it.
+    result = run_train_py("+optimizer.lrr=1e-3", f"hydra.run.dir={tmp_path / 'new'}")
+    assert result.returncode == 1 and error_line(result.stderr).startswith("error: optimizer.lrr is not a setting")
+    assert not (tmp_path / "new").exists()
 
 
 # ------------------------------------------------------------------------------- our checks, through train(cfg)
@@ -133,7 +142,7 @@ def tiny(corpus: Path, tokenizer_dir: Path, *overrides: str) -> list[str]:
     (["+model.overrides.d_modle=256"],
      "model.overrides.d_modle is not a setting of led.LEDConfig; did you mean model.overrides.d_model?"),
     (["data.batch_size=two"],
-     "data.batch_size='two' is not valid: led.data.SummarizationDataModule takes batch_size as an integer"),
+     "data.batch_size='two' is not valid: led.data.datamodule.SummarizationDataModule takes batch_size as an integer"),
     (["model.gradient_checkpointing=yes"], "model.gradient_checkpointing='yes' is not valid"),
 ])
 def test_setting_that_cannot_work_stops_with_one_line(overrides: list[str], message: str, tmp_path: Path,

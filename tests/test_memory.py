@@ -15,14 +15,14 @@ from led import LEDConfig, LEDForConditionalGeneration
 from led.memory import (
     CUDA_RESERVED_GIB,
     FRAGMENTATION_MARGIN,
-    GIB,
-    autograd_saved_bytes,
     count_parameters,
     estimate_peak_memory,
     largest_batch_size,
-    main,
+    optimizer_class,
     plan,
 )
+from led.memory.__main__ import main
+from led.memory.account import GIB
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(vocab_size=1000, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
@@ -68,7 +68,7 @@ def test_activations_match_what_autograd_keeps(case):
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed", cache_enabled=False):
         loss = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                      global_attention_mask=global_mask, labels=input_ids[:, :64]).loss
-    kept = sum(autograd_saved_bytes(loss, model.parameters()).values())
+    kept = sum(_bench().autograd_saved_bytes(loss, model.parameters()).values())
     estimate = estimate_peak_memory(config, batch, length, 64, precision=precision, num_global=num_global,
                                     device="cpu")
     assert estimate.activations == pytest.approx(kept, rel=0.01)
@@ -132,6 +132,17 @@ def test_precision_and_optimizer_change_the_static_memory():
     assert true.activations < fp32.activations
 
 
+def test_optimizer_names_are_train_py_s_options():
+    # optimizer=NAME is the class conf/optimizer/NAME.yaml builds, so the planner and training agree on it.
+    assert optimizer_class("adamw") is torch.optim.AdamW and optimizer_class("adafactor") is torch.optim.Adafactor
+    config = LEDConfig.from_name("led-base-16384")
+    by_name = estimate_peak_memory(config, 1, 4096, 256, optimizer="adafactor")
+    assert by_name.optimizer_states == estimate_peak_memory(config, 1, 4096, 256,
+                                                            optimizer=torch.optim.Adafactor).optimizer_states
+    with pytest.raises(ValueError, match="optimizer='sgd' is invalid: valid values are adafactor, adamw"):
+        optimizer_class("sgd")
+
+
 def test_plan_verdicts_and_largest_batch_size():
     config = LEDConfig.from_name("led-base-16384")
     kwargs = dict(batch_size=1, input_length=16384, target_length=512)
@@ -166,23 +177,24 @@ def test_invalid_arguments_name_the_argument(kwargs, message):
 
 
 def test_cli_prints_the_breakdown_and_the_verdict(capsys):
-    code = main(["model=led-base-16384", "input_length=16384", "target_length=512", "batch_size=1",
-                 "precision=bf16-mixed", "strategy=fsdp", "devices=8", "gpu_memory_gib=80"])
+    main(["model=led-base-16384", "input_length=16384", "target_length=512", "batch_size=1",
+          "precision=bf16-mixed", "strategy=fsdp", "devices=8", "gpu_memory_gib=80"])
     out = capsys.readouterr().out
-    assert code == 0
     assert "activations" in out and "peak" in out and "fsdp x8" in out
     assert "verdict at batch size 1: fits without gradient checkpointing" in out
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["precision=fp16"], "error: precision='fp16' is invalid: valid values are 32, bf16-mixed, bf16-true"),
-    (["model=led-huge"], "error: model='led-huge' is invalid: valid values are tiny, led-base-16384, "
+    (["precision=fp16"], "led.memory: error: precision='fp16' is invalid: valid values are 32, bf16-mixed, bf16-true"),
+    (["model=led-huge"], "led.memory: error: model='led-huge' is invalid: valid values are tiny, led-base-16384, "
                          "led-large-16384"),
-    (["devices=two"], "error: devices='two' is invalid: it must be an integer >= 1"),
-    (["batch=1"], "error: unknown key 'batch': valid keys are model, input_length,"),
+    (["devices=two"], "led.memory: error: devices='two' is invalid: it must be an integer"),
+    (["batch=1"], "led.memory: error: unknown key 'batch'; keys: model, input_length,"),
 ])
 def test_cli_rejects_bad_values_with_one_line(argv, message, capsys):
-    assert main(argv) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
 
@@ -191,4 +203,4 @@ def test_cli_exit_code_from_the_shell():
     done = subprocess.run([sys.executable, "-m", "led.memory", "strategy=zero3"], capture_output=True, text=True,
                           cwd=ROOT, check=False)
     assert done.returncode == 2
-    assert done.stderr == "error: strategy='zero3' is invalid: valid values are single, ddp, fsdp\n"
+    assert done.stderr == "led.memory: error: strategy='zero3' is invalid: valid values are single, ddp, fsdp\n"

@@ -1,0 +1,63 @@
+"""`python -m led.memory key=value ...`: will a training setup fit a GPU, and with which batch size?
+
+    python -m led.memory model=led-base-16384 input_length=16384 target_length=512 batch_size=1 \\
+        precision=bf16-mixed strategy=fsdp devices=8 gpu_memory_gib=80
+
+Prints the estimated peak memory per device of one training step (parameters, gradients, optimizer states,
+activations by part) and the verdict against `gpu_memory_gib`, with and without gradient checkpointing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from led.cli import run
+from led.errors import ConfigError
+from led.memory.estimate import optimizer_class, plan
+from led.models.led.config import NAMED_SIZES, LEDConfig
+
+
+@dataclass
+class MemoryArgs:
+    model: str = "led-base-16384"  # a named size, a config.json, or a directory holding one
+    input_length: int = 16384
+    target_length: int = 512
+    batch_size: int = 1  # per device
+    precision: str = "bf16-mixed"  # 32 | bf16-mixed | bf16-true, as in Lightning
+    strategy: str = "single"  # single | ddp | fsdp
+    devices: int = 1
+    gpu_memory_gib: float = 80
+    optimizer: str = "adamw"  # a conf/optimizer option
+    num_global: int = 1  # global tokens per input
+
+
+def load_model_config(value: str) -> LEDConfig:
+    """A named size, or the config.json at `value` (or in the directory `value`)."""
+    if value.endswith(".json") or os.path.isdir(value):
+        path = os.path.join(value, "config.json") if os.path.isdir(value) else value
+        if not os.path.isfile(path):
+            raise ConfigError(f"model={value!r} is invalid: {path} does not exist")
+        return LEDConfig.from_json_file(path)
+    if value not in NAMED_SIZES:
+        raise ConfigError(f"model={value!r} is invalid: valid values are {', '.join(NAMED_SIZES)} "
+                          f"or a config.json (or a directory holding one)")
+    return LEDConfig.from_name(value)
+
+
+def report(args: MemoryArgs) -> str:
+    if args.strategy == "single" and args.devices != 1:
+        raise ConfigError(f"devices={args.devices} needs strategy=ddp or strategy=fsdp (strategy=single is one device)")
+    text = plan(load_model_config(args.model), args.batch_size, args.input_length, args.target_length,
+                args.gpu_memory_gib, precision=args.precision, strategy=args.strategy, num_devices=args.devices,
+                optimizer=optimizer_class(args.optimizer), num_global=args.num_global)
+    print(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> str:
+    return run("led.memory", __doc__ or "", MemoryArgs, report, argv)
+
+
+if __name__ == "__main__":
+    main()
