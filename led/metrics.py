@@ -20,6 +20,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from led.errors import ConfigError, DataError
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _DISPLAY_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
 
@@ -112,9 +114,9 @@ def bootstrap_interval(
     large N is; the result depends only on (scores, resamples, seed).
     """
     if resamples < 1:
-        raise ValueError(f"resamples={resamples} is invalid: it must be at least 1")
+        raise ConfigError(f"resamples={resamples} is invalid: it must be at least 1")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence={confidence} is invalid: it must be in (0, 1), e.g. 0.95")
+        raise ConfigError(f"confidence={confidence} is invalid: it must be in (0, 1), e.g. 0.95")
     n = scores.shape[0]
     rng = np.random.default_rng(seed)
     chunk = max(1, 2_000_000 // max(n, 1))
@@ -143,9 +145,9 @@ def compute_rouge(
     `num_examples`. Flat so it can go straight to a logger or into `metrics.json`.
     """
     if not predictions:
-        raise ValueError("compute_rouge got no examples: give at least one prediction and reference")
+        raise DataError("compute_rouge got no examples: give at least one prediction and reference")
     if bootstrap < 0:
-        raise ValueError(f"bootstrap={bootstrap} is invalid: give the number of resamples (0 to skip intervals)")
+        raise ConfigError(f"bootstrap={bootstrap} is invalid: give the number of resamples (0 to skip intervals)")
     scores = rouge_per_example(predictions, references)
     result: dict[str, float] = {name: float(v) for name, v in zip(ROUGE_TYPES, scores.mean(axis=0))}
     if bootstrap:

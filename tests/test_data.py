@@ -322,7 +322,8 @@ def test_prepare_writes_a_directory_the_datamodule_reads(corpus: SimpleNamespace
     assert dm.references("test") == [r["abstract"] for r in corpus.splits["test"]]
 
 
-def test_prepare_command_on_a_local_dataset(corpus: SimpleNamespace, tmp_path: Path, monkeypatch) -> None:
+def test_prepare_command_on_a_local_dataset(corpus: SimpleNamespace, tmp_path: Path, monkeypatch,
+                                            capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")  # keep ~/.cache clean
     out = prepare_main([f"dataset={corpus.root}", f"out={tmp_path / 'out'}", f"tokenizer={corpus.tokenizer_dir}",
                         "splits=[train,test]", "max_input_length=32", "max_target_length=8"])
@@ -330,7 +331,11 @@ def test_prepare_command_on_a_local_dataset(corpus: SimpleNamespace, tmp_path: P
     assert manifest["splits"] == {"train": "raw/train.jsonl", "test": "raw/test.jsonl"}
     assert manifest["num_rows"] == {"train": 37, "test": 5}
     assert len(list((out / "tokenized").glob("train-*"))) == 1
-    with pytest.raises(SystemExit, match="missing mandatory value: dataset"):
-        prepare_main([f"out={tmp_path / 'bad'}"])
-    with pytest.raises(ValueError, match="no field 'body'"):
-        prepare_main([f"dataset={corpus.root}", f"out={tmp_path / 'bad'}", "source_field=body", "tokenizer=null"])
+    for bad, message in (([f"out={tmp_path / 'bad'}"], "led.prepare: error: dataset is required: give dataset=..."),
+                         ([f"dataset={corpus.root}", f"out={tmp_path / 'bad'}", "source_field=body", "tokenizer=null"],
+                          "no field 'body'")):
+        with pytest.raises(SystemExit) as exit_info:
+            prepare_main(bad)
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err.splitlines()[-1]  # after `datasets`' progress bars
+        assert error.startswith("led.prepare: error: ") and message in error, error

@@ -15,6 +15,7 @@ from led.data.datamodule import SummarizationDataModule
 from led.errors import DataError
 from led.models.tokenizer import LEDTokenizer
 
+ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["the", "model", "reads", "a", "long", "document", "and", "writes", "its", "summary"]
 
 
@@ -254,3 +255,137 @@ def test_tokenizer_larger_than_the_model_vocabulary(tokenizer_dir: str, tmp_path
     with pytest.raises(DataError, match=r"has 300 tokens but the model's embeddings hold 100 \(model_vocab_size\)"):
         dm.prepare_data()
     assert make_dm(tokenizer_dir, tmp_path, train_file=file, model_vocab_size=300).tokenizer.vocab_size == 300
+
+
+# ---------------------------------------------------------------------------------------------- every path, one message
+# Each bad-data case as a file (its suffix, how it is written, with the text fields' names) and the message after the
+# path's `where` (which names the file as that path's setting does). The predictions path reads the same file with its
+# fields named prediction/reference, so its message names those: `_renamed` applies that to the expected one.
+BAD_FILES: dict[str, tuple[str, Any, str]] = {
+    "missing file": (".jsonl", None, " does not exist"),
+    "directory": (".jsonl", "directory", " is a directory; point it at one .jsonl, .json, .parquet, .csv file"),
+    "wrong extension": (".txt", ["some text"],
+                        " has an unsupported extension '.txt'; valid: .jsonl, .json, .parquet, .csv"),
+    "empty file": (".jsonl", ["", "  "], " is empty; it needs one record per line (or row)"),
+    "no records": (".parquet", [], " has no records"),
+    "invalid JSON line": (".jsonl", [record(0), "", "this is not json"],
+                          ", line 3: not valid JSON (Expecting value at column 1): 'this is not json'"),
+    "not an object": (".jsonl", [record(0), '["a", "b"]'],
+                      ', line 2: not a JSON object with fields but a list (["a", "b"])'),
+    "missing field": (".jsonl", [{"text": "a b", "abstract": "a"}],
+                      " has no field 'article'; fields present: ['text', 'abstract']. {hint}"),
+    "null field": (".jsonl", [record(0), {"article": None, "abstract": "s"}],
+                   ", line 2: field 'article' is null or missing; expected text (a string)"),
+    "field missing in a record": (".jsonl", [record(0), "", {"abstract": "s"}],
+                                  ", line 3: field 'article' is null or missing; expected text (a string)"),
+    "number field": (".jsonl", [record(0), {"article": "a", "abstract": 5}],
+                     ", line 2: field 'abstract' holds a number (5); expected text (a string)"),
+    "list field": (".jsonl", [{"article": ["a", "b"], "abstract": "s"}],
+                   ', line 1: field \'article\' holds a list (["a", "b"]); expected text (a string)'),
+    "null in parquet": (".parquet", [record(0), {"article": "c d", "abstract": None}],
+                        ", record 1: field 'abstract' is null or missing; expected text (a string)"),
+    "invalid UTF-8 line": (".jsonl", [record(0), b"\xe9" + json.dumps(record(1)).encode()],
+                           ", line 2: not valid UTF-8 (byte b'\\xe9' at column 1); save the file as UTF-8"),
+    "invalid UTF-8 csv": (".csv", [b"article,abstract", b"a b,c", b"\xe9 d,c"],
+                          ", line 3: not valid UTF-8 (byte b'\\xe9' at column 1); save the file as UTF-8"),
+    "all records blank": (".jsonl", [{"article": " ", "abstract": "x"}, {"article": "y", "abstract": ""}],
+                          (": all 2 records have an empty or whitespace-only 'article' or 'abstract'; nothing is left "
+                           "to use (first at line 1)")),
+    "blank records under strict": (".jsonl", [record(0), {"article": "", "abstract": "s"}, record(2), record(3)],
+                                   (": 1 of 4 records have an empty or whitespace-only 'article' or 'abstract' "
+                                    "(first at line 2); fill or remove them, or set data.strict=false to skip them")),
+}
+DATA_PATHS = ("datamodule", "tokenizer training", "evaluate test_file", "prepare dataset=DIR", "evaluate predictions")
+# Cases a path has no such thing for: prepare reads the split files a directory holds (no file: not a split of it)
+# and keeps blank records (training decides, with data.strict); a predictions file's empty summary is scored.
+NOT_APPLICABLE = {("prepare dataset=DIR", "missing file"), ("prepare dataset=DIR", "blank records under strict"),
+                  ("evaluate predictions", "all records blank"), ("evaluate predictions", "blank records under strict")}
+FIELD_HINTS = {"prepare dataset=DIR": "Set source_field= to one of them",
+               "evaluate predictions": "A predictions file holds one record per line with text fields 'prediction' "
+                                       "and 'reference' (an 'id' is optional)"}
+
+
+def _renamed(text: str) -> str:
+    return text.replace("article", "prediction").replace("abstract", "reference")
+
+
+def write_case(file: Path, content: Any, predictions: bool) -> None:
+    """`content` as the file: lines (dicts as JSON, bytes as they are), a parquet table, or a directory."""
+    rename = _renamed if predictions else (lambda text: text)
+    if content == "directory":
+        file.mkdir()
+    elif file.suffix == ".parquet":
+        columns = [rename(name) for name in ("article", "abstract")]
+        rows = [{rename(key): value for key, value in row.items()} for row in content]
+        datasets.Dataset.from_dict({name: [row[name] for row in rows] for name in columns}).to_parquet(str(file))
+    elif content is not None:
+        lines = [line if isinstance(line, bytes) else (line if isinstance(line, str) else json.dumps(line)).encode()
+                 for line in content]
+        file.write_bytes(b"".join(rename(line.decode("latin-1")).encode("latin-1") + b"\n" for line in lines))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: str) -> str:
+    """A tiny Hugging Face-format model with the test tokenizer, for evaluate.py's ckpt_path."""
+    from led import LEDConfig, LEDForConditionalGeneration
+
+    directory = tmp_path_factory.mktemp("model")
+    config = LEDConfig(vocab_size=300, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                       decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, attention_window=8,
+                       max_encoder_position_embeddings=64, max_decoder_position_embeddings=16)
+    LEDForConditionalGeneration(config).save_pretrained(directory)
+    LEDTokenizer.from_pretrained(tokenizer_dir).save_pretrained(directory)
+    return str(directory)
+
+
+def path_error(path: str, file: Path, tmp_path: Path, tokenizer_dir: str, model_dir: str, strict: bool,
+               capsys: pytest.CaptureFixture) -> str:
+    """The one-line DataError message `path` gives for `file`."""
+    from hydra import compose, initialize_config_dir
+
+    from led.prepare import main as prepare_main
+    from led.recipes.evaluate import evaluate
+
+    def evaluate_with(*overrides: str) -> None:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            evaluate(compose(config_name="eval", overrides=[*overrides, f"output_dir={tmp_path / 'out'}"]))
+
+    sizes = {"max_input_length": 16, "max_target_length": 8, "cache_dir": str(tmp_path / "cache"), "strict": strict}
+    with pytest.raises((DataError, SystemExit)) as caught:
+        if path == "datamodule":
+            make_dm(tokenizer_dir, tmp_path, train_file=str(file), strict=strict).prepare_data()
+        elif path == "tokenizer training":
+            _ = SummarizationDataModule(train_file=str(file), tokenizer_vocab_size=300, **sizes,
+                                        tokenizer_dir=str(tmp_path / "tokenizer")).tokenizer  # trains it
+        elif path == "evaluate test_file":
+            evaluate_with(f"ckpt_path={model_dir}", "device=cpu", *(f"+data.{k}={v}" for k, v in sizes.items()),
+                          f"+data.test_file={file}")
+        elif path == "prepare dataset=DIR":
+            prepare_main([f"dataset={file.parent}", f"out={tmp_path / 'prepared'}", "tokenizer=null", "splits=[train]"])
+        else:
+            evaluate_with(f"predictions={file}")
+    if caught.type is SystemExit:  # led.prepare printed it: `led.prepare: error: MESSAGE` after datasets' bars
+        assert caught.value.code == 2
+        return capsys.readouterr().err.strip().splitlines()[-1].removeprefix("led.prepare: error: ")
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(("path", "case"), [(path, case) for path in DATA_PATHS for case in BAD_FILES
+                                            if (path, case) not in NOT_APPLICABLE])
+def test_every_path_gives_the_same_message_for_a_bad_file(path: str, case: str, tmp_path: Path, tokenizer_dir: str,
+                                                          model_dir: str, capsys: pytest.CaptureFixture) -> None:
+    """The DataModule, tokenizer training, `evaluate.py ckpt_path=... +data.test_file=`, `python -m led.prepare
+    dataset=DIR` and `evaluate.py predictions=` read a file through the same checks: one line, the same words after
+    the part that names the file as that path's setting does."""
+    suffix, content, expected = BAD_FILES[case]
+    (tmp_path / "data").mkdir()
+    file = tmp_path / "data" / f"train{suffix}"  # `train`: the split name led.prepare looks for in DIR
+    predictions = path == "evaluate predictions"
+    write_case(file, content, predictions)
+    message = path_error(path, file, tmp_path, tokenizer_dir, model_dir, case == "blank records under strict", capsys)
+    where = {"datamodule": f"train_file={str(file)!r}", "tokenizer training": f"train_file={str(file)!r}",
+             "evaluate test_file": f"test_file={str(file)!r}",
+             "prepare dataset=DIR": f"file {str(file)!r} (split 'train' of dataset={file.parent})",
+             "evaluate predictions": f"predictions={str(file)!r}"}[path]
+    expected = expected.format(hint=FIELD_HINTS.get(path, "Set data.source_field= to one of them"))
+    assert message == where + (_renamed(expected) if predictions else expected)

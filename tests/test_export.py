@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,18 @@ def test_sharded_fsdp_checkpoint_directory_exports_too(checkpoint: Path, tmp_pat
                                atol=0, rtol=0)
 
 
+def test_exported_files_are_readable_by_the_group(checkpoint: Path, tmp_path: Path) -> None:
+    """A shared model directory: 0755, its files 0644 (under the usual umask 022), like any saved model, also where
+    the files are staged in a temporary directory and renamed into place."""
+    previous = os.umask(0o022)
+    try:
+        out = export_main([f"ckpt_path={checkpoint}", f"out={tmp_path / 'shared'}"])
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {file.name: stat.S_IMODE(file.stat().st_mode) for file in out.iterdir()} == {name: 0o644 for name in HF_FILES}
+
+
 def test_existing_output_is_replaced_only_when_asked(checkpoint: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "model"
@@ -129,7 +143,7 @@ def test_existing_output_is_replaced_only_when_asked(checkpoint: Path, tmp_path:
     with pytest.raises(SystemExit) as exit_info:
         export_main([f"ckpt_path={checkpoint}", f"out={out}"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == (f"led.export: out={out} exists and is not an empty directory; give "
+    assert capsys.readouterr().err == (f"led.export: error: out={out} exists and is not an empty directory; give "
                                        "overwrite=true to replace it, or another out=\n")
     assert (out / "notes.txt").read_text() == "keep me"
     export_main([f"ckpt_path={checkpoint}", f"out={out}", "overwrite=true"])
@@ -152,13 +166,13 @@ def test_bad_checkpoint_paths_are_one_line_errors(problem: str, checkpoint: Path
         export_main(args)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert error.startswith("led.export: ") and error.count("\n") == 1, error
+    assert error.startswith("led.export: error: ") and error.count("\n") == 1, error
     expected = {
         "missing": f"ckpt_path={path} does not exist; give a .ckpt file written by train.py",
         "directory": f"ckpt_path={path} is a directory without meta.pt; give a .ckpt file written by train.py",
         "truncated": f"checkpoint {path} is corrupt or truncated (File is not a zip file",
         "not_lightning": f"ckpt_path={path} is not a checkpoint of led.training.module.LEDSummarizer",
-        "no_arguments": "usage: python -m led.export ckpt_path=",
+        "no_arguments": "ckpt_path is required: give ckpt_path=...",
     }[problem]
     assert expected in error, error
     assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from led.errors import ConfigError
 from led.signals import stop_signals_blocked
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,12 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank={rank} must be in [0, num_replicas={num_replicas})")
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
+            raise ConfigError(f"batch_size={batch_size} must be >= 1")
         if curriculum_epochs < 0:
-            raise ValueError(f"curriculum_epochs={curriculum_epochs} must be >= 0 (0: no length curriculum)")
+            raise ConfigError(f"curriculum_epochs={curriculum_epochs} must be >= 0 (0: no length curriculum)")
         self.lengths = [int(n) for n in lengths]
         if max_tokens is not None and self.lengths and max_tokens < round_up(max(self.lengths), pad_to_multiple_of):
-            raise ValueError(
+            raise ConfigError(
                 f"max_tokens={max_tokens} is below the padded length of the longest example "
                 f"({round_up(max(self.lengths), pad_to_multiple_of)}); raise it or lower the input length"
             )

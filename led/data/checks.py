@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,21 +96,39 @@ def check_vocab(tokenizer_vocab_size: int, model_vocab_size: int | None, tokeniz
 
 
 # ---------------------------------------------------------------------------------------------- files
-def check_data_file(setting: str, file: str) -> Path:
-    """The resolved path of a local data file, or a DataError naming `setting` (e.g. "train_file")."""
+def check_data_file(setting: str, file: str, where: str | None = None) -> Path:
+    """The resolved path of a local data file, or a DataError that starts with `where` (default: the setting that
+    names it, `train_file='data/train.jsonl'`)."""
     path = Path(file).expanduser()
+    where = where or f"{setting}={file!r}"
     if path.is_dir():
-        raise DataError(f"{setting}={file!r} is a directory; point it at one {VALID_EXTENSIONS} file")
+        raise DataError(f"{where} is a directory; point it at one {VALID_EXTENSIONS} file")
     if not path.exists():
         shown = "" if str(path.absolute()) == file else f" (looked for {str(path.absolute())!r})"
-        raise DataError(f"{setting}={file!r} does not exist{shown}")
+        raise DataError(f"{where} does not exist{shown}")
     if path.suffix.lower() not in FILE_FORMATS:
-        raise DataError(
-            f"{setting}={file!r} has an unsupported extension {path.suffix or '(none)'!r}; valid: {VALID_EXTENSIONS}"
-        )
+        raise DataError(f"{where} has an unsupported extension {path.suffix or '(none)'!r}; valid: {VALID_EXTENSIONS}")
     if _is_blank(path):
-        raise DataError(f"{setting}={file!r} is empty; it needs one record per line (or row)")
+        raise DataError(f"{where} is empty; it needs one record per line (or row)")
     return path.resolve()
+
+
+def load_data_file(path: Path, where: str, fields: Sequence[str], cache_dir: Path | None = None,
+                   split: str = "train") -> datasets.Dataset:
+    """A local data file (checked by `check_data_file`) as a Dataset; a file the reader refuses is one DataError
+    naming the line (see `explain_load_error`). `fields`: the text fields, named when their values are to blame."""
+    fmt = FILE_FORMATS[path.suffix.lower()]
+    # The reader logs the failure it raises (a second, rawer line on stderr): the DataError says it in one.
+    reader_log = logging.getLogger(f"datasets.packaged_modules.{fmt}.{fmt}")
+    silenced, reader_log.disabled = reader_log.disabled, True
+    try:
+        # the json/csv loaders convert to Arrow once, into cache_dir (default: the HF datasets cache)
+        return datasets.load_dataset(fmt, data_files={split: str(path)}, split=split,
+                                     cache_dir=None if cache_dir is None else str(cache_dir))
+    except Exception as error:  # the readers raise many types (ArrowInvalid, UnicodeDecodeError, pandas ...)
+        raise explain_load_error(path, where, error, fields) from error
+    finally:
+        reader_log.disabled = silenced
 
 
 def _is_blank(path: Path) -> bool:
@@ -169,7 +188,7 @@ def _first_text_problem(path: Path, fields: Sequence[str]) -> str | None:
 
 def _json_line_problem(text: str, fields: Sequence[str]) -> str | None:
     try:
-        record = json.loads(text)
+        record = json.loads(text.rstrip("\r\n"))  # with its newline, an unfinished line would fail at "column 1"
     except json.JSONDecodeError as error:
         return f"not valid JSON ({error.msg} at column {error.colno}): {_excerpt(text)}"
     return _record_problem(record, fields)
@@ -228,15 +247,36 @@ def check_fields(
     where: str,
     settings: Sequence[str] = ("source_field", "summary_field"),
     prefix: str = "",
+    hint: str | None = None,
 ) -> None:
     """Raise a DataError naming the first missing field, the fields that exist and the setting to change
-    (`prefix` + setting, e.g. "data.source_field" in the training config)."""
+    (`prefix` + setting, e.g. "data.source_field" in the training config), or `hint` where no setting names them."""
     for name, setting in zip(fields, settings):
         if name not in dataset.column_names:
             raise DataError(
                 f"{where} has no field {name!r}; fields present: {dataset.column_names}. "
-                f"Set {prefix}{setting}= to one of them"
+                f"{hint or f'Set {prefix}{setting}= to one of them'}"
             )
+
+
+def check_split(dataset: datasets.Dataset, fields: Sequence[str], where: str, path: Path | None, *,
+                prefix: str = "data.", hint: str | None = None) -> list[int]:
+    """Every check of a loaded split, in the order a user meets them: no records, a missing field, then the first
+    null, non-text or undecodable value (`check_records`). Returns the rows whose text is blank, for the caller's
+    policy (`check_blank_records`). `path`: the file it was read from (None for a Hub split), to name lines."""
+    if len(dataset) == 0:
+        raise DataError(f"{where} has no records")
+    check_fields(dataset, fields, where, prefix=prefix, hint=hint)
+    # CSV has no null: an empty cell loads as one, and means empty text.
+    null_is_empty = path is not None and path.suffix.lower() == ".csv"
+    return check_records(dataset, fields, where, record_locator(path), null_is_empty=null_is_empty)
+
+
+def check_blank_records(blank: Sequence[int], total: int, fields: Sequence[str], where: str, path: Path | None,
+                        strict: bool) -> None:
+    """Blank records (rows from `check_split`) are skipped, unless `strict` or all `total` records are blank."""
+    if blank and (strict or len(blank) == total):
+        raise empty_records_error(where, fields, len(blank), total, record_locator(path)(blank[0]))
 
 
 def check_records(
@@ -334,20 +374,45 @@ def empty_records_error(where: str, fields: Sequence[str], skipped: int, total: 
 
 
 # ---------------------------------------------------------------------------------------------- the Hub
-def hub_error(name: str, config_name: str | None, split: str, error: BaseException) -> DataError:
-    """A Hub dataset that could not be loaded: why, and how to train from local files instead."""
-    detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    if isinstance(error, OSError):
+def hub_error(name: str, config_name: str | None, split: str | None, error: BaseException) -> DataError:
+    """A Hub dataset that could not be loaded (`split` None: any of its splits): why, and how to train from local
+    files instead."""
+    if isinstance(error, OSError):  # ConnectionError, OfflineModeIsEnabled, DatasetNotFoundError, HTTP errors
         offline = " (offline mode is on: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE)" if datasets.config.HF_HUB_OFFLINE else ""
         reason = f"the Hub could not be reached{offline} or the dataset is unknown, and it is not in the local cache"
     else:
         reason = "it could not be loaded"
-    config = f" config_name={config_name}" if config_name else ""
+    what = f"split {split!r} of Hub dataset {name!r}" if split else f"Hub dataset {name!r}"
     return DataError(
-        f"split {split!r} of Hub dataset {name!r}: {reason} ({detail}). Point at local files instead: "
-        f"{LOCAL_DATA_HINT}, or run `python -m led.prepare dataset={name}{config} out=DIR` on a machine with "
-        "internet (see led/prepare.py) and set data.source=DIR"
+        f"{what}: {reason} ({_first_line(error)}). Point at local files instead: {LOCAL_DATA_HINT}, or run "
+        f"`{_prepare_command(name, config_name)}` on a machine with internet (see led/prepare.py) and set "
+        "data.source=DIR"
     )
+
+
+def script_dataset_error(name: str, config_name: str | None, script_error: BaseException,
+                         export_error: BaseException) -> DataError:
+    """A loading-script dataset (refused by `datasets` >= 4) whose parquet export on the Hub could not be loaded
+    either: `datasets` < 4 still runs the script, so led.prepare run with it writes a directory training can use."""
+    config = f" (config_name={config_name})" if config_name else ""
+    return DataError(
+        f"Hub dataset {name!r}{config} is a loading script ({_first_line(script_error)}), which datasets "
+        f"{datasets.__version__} no longer runs, and the Hub's parquet export of it could not be loaded either "
+        f"({_first_line(export_error)}). Write it to a directory once with `HF_DATASETS_TRUST_REMOTE_CODE=1 "
+        f"{_prepare_command(name, config_name)}` in an environment with internet and `pip install 'datasets<4'` "
+        f"(which still runs loading scripts), then set data.source=DIR; or point at local files: {LOCAL_DATA_HINT}"
+    )
+
+
+def _prepare_command(name: str, config_name: str | None) -> str:
+    config = f" config_name={config_name}" if config_name else ""
+    return f"python -m led.prepare dataset={name}{config} out=DIR"
+
+
+def _first_line(error: BaseException) -> str:
+    """`Type: first line of the message`: library messages run over several lines (tracebacks, URLs, hints)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _round_up(n: int, multiple: int) -> int:

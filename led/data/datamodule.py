@@ -1,12 +1,21 @@
 """Summarization data for LED: raw text -> tokenised, cached splits -> length-grouped padded batches.
 
-`SummarizationDataModule` is built from plain values (Hydra's `conf/data/*.yaml`). Where the text comes from:
+`SummarizationDataModule` is built from plain values (Hydra's `conf/data/*.yaml`, whose `_target_` names it). Where
+the text comes from:
 
 - a Hub dataset: `source="ccdv/pubmed-summarization"`, `"ccdv/arxiv-summarization"`, or
   `source="scientific_papers", config_name="arxiv"|"pubmed"`;
 - local files: `train_file=`, `validation_file=`, `test_file=` (`.jsonl`/`.json`/`.parquet`/`.csv`);
+- the synthetic corpus (`synthetic=`, `led.data.synthetic.write_corpus` arguments): generated on first use, then
+  its files are the splits;
 - a directory written by `python -m led.prepare` (raw jsonl + tokenizer + tokenised splits, for compute nodes
   without internet): `source=DIR`.
+
+The tokenizer is a directory or Hub id, or, for a model trained from scratch, a byte-level BPE of
+`tokenizer_vocab_size` tokens trained on the training split into `tokenizer_dir`: the directory is known when the
+DataModule is built (the run records it before the model exists), the training happens on first use, after
+`match_model(model)` has checked the lengths against the model (the padding multiple, the position tables and the
+embedding rows), so a setting that cannot work stops the run before any work.
 
 Each split is tokenised once (`datasets.map`, batched, `num_proc` processes) and saved under `cache_dir` in a
 folder named by a hash of the tokenizer's content, the lengths, the field names and the raw data's identity;
@@ -37,7 +46,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import datasets
 import lightning as L
@@ -52,16 +61,20 @@ from led.data.batching import (
 )
 from led.data.checks import (
     DataError,
-    check_fields,
+    check_blank_records,
     check_model_limits,
-    check_records,
     check_sizes,
+    check_split,
     check_vocab,
     empty_records_error,
 )
 from led.data.sources import CACHE_FORMAT, SPLIT_STATS, RawSource, tokenize_split
+from led.data.synthetic import ensure_corpus, write_corpus
 from led.files import write_directory_atomically
 from led.models.tokenizer import LEDTokenizer
+
+if TYPE_CHECKING:
+    from led.models.led.modeling import LEDForConditionalGeneration
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +90,8 @@ class SummarizationDataModule(L.LightningDataModule):
         train_file, validation_file, test_file: local `.jsonl`/`.json`/`.parquet`/`.csv` files.
         source_field, summary_field: record fields holding the document and its summary.
         max_input_length, max_target_length: truncation lengths in tokens, `<s>`/`</s>` included.
-        pad_to_multiple_of: the model's largest attention window; inputs are padded to a multiple of it.
+        pad_to_multiple_of: inputs are padded to a multiple of it: the model's largest attention window, which
+            `match_model` sets (1 until then: no assumption about the model).
         batch_size: training examples per batch; eval_batch_size: the same for validation/test
             (defaults to batch_size).
         max_tokens_per_batch: training batches hold as many examples as keep `count * padded input length`
@@ -96,6 +110,13 @@ class SummarizationDataModule(L.LightningDataModule):
         max_encoder_positions, max_decoder_positions: the model's position-table sizes; when given, lengths
             that would not fit raise a DataError here rather than a shape error mid-training.
         model_vocab_size: the model's embedding rows; a larger tokenizer vocabulary raises a DataError.
+        synthetic: `led.data.synthetic.write_corpus` arguments (dir, split sizes, seed, ...): the corpus is
+            generated in dir unless it already is (with these values); its files are the three splits' files.
+        tokenizer_vocab_size, tokenizer_training_docs, tokenizer_dir: with tokenizer=None, a byte-level BPE of
+            tokenizer_vocab_size tokens is trained on the first tokenizer_training_docs usable training records (all
+            when None; read and checked as every split is) and saved in tokenizer_dir when the tokenizer is first
+            needed; a directory that holds one already keeps it (a resumed run).
+    The recipes hand pad_to_multiple_of and the three model limits over with `match_model(model)`.
     """
 
     def __init__(
@@ -110,7 +131,7 @@ class SummarizationDataModule(L.LightningDataModule):
         summary_field: str = "abstract",
         max_input_length: int = 4096,
         max_target_length: int = 512,
-        pad_to_multiple_of: int = 1024,
+        pad_to_multiple_of: int = 1,
         batch_size: int = 1,
         eval_batch_size: int | None = None,
         max_tokens_per_batch: int | None = None,
@@ -125,17 +146,30 @@ class SummarizationDataModule(L.LightningDataModule):
         max_encoder_positions: int | None = None,
         max_decoder_positions: int | None = None,
         model_vocab_size: int | None = None,
+        # Annotated: the keys are write_corpus's arguments; led.config_check checks them against it.
+        synthetic: Annotated[dict[str, Any] | None, write_corpus] = None,
+        tokenizer_vocab_size: int | None = None,
+        tokenizer_training_docs: int | None = None,
+        tokenizer_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
         check_sizes(max_input_length, max_target_length, pad_to_multiple_of, batch_size, eval_batch_size,
                     max_tokens_per_batch, num_workers)
         check_model_limits(max_input_length, max_target_length, pad_to_multiple_of, max_encoder_positions,
                            max_decoder_positions)
-        self.source = RawSource.resolve(
-            source, config_name, {"train": train_file, "validation": validation_file, "test": test_file}
-        )
-        self.tokenizer_path = _resolve_tokenizer_path(tokenizer, self.source)
+        self.source = RawSource.resolve(source, config_name,
+                                        _split_files(synthetic, train_file, validation_file, test_file))
+        # A tokenizer to train is only named here (its directory); `tokenizer` trains it on first use, so that the
+        # checks that need no data (match_model's lengths against the model) stop a run before that work.
+        self._tokenizer_training: tuple[int, int | None] | None = None
+        if not tokenizer and tokenizer_vocab_size:
+            tokenizer = _tokenizer_dir_to_train(self.source, tokenizer_dir, tokenizer_vocab_size)
+            self._tokenizer_training = (tokenizer_vocab_size, tokenizer_training_docs)
+        tokenizer = self.tokenizer_path = _resolve_tokenizer_path(tokenizer, self.source)
+        # Saved now: save_hyperparameters reads the arguments' current values, so `tokenizer` is the directory to
+        # train into or the one found, as the LightningModule records it (Lightning's loggers insist that shared keys
+        # agree).
+        self.save_hyperparameters()
         self.source_field, self.summary_field = source_field, summary_field
         self.max_input_length, self.max_target_length = max_input_length, max_target_length
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -148,18 +182,15 @@ class SummarizationDataModule(L.LightningDataModule):
         self.num_workers, self.num_proc, self.seed = num_workers, num_proc, seed
         self.strict = strict
         self.model_vocab_size = model_vocab_size
-        if cache_dir:
-            self.cache_dir = Path(cache_dir).expanduser()
-        elif self.source.kind == "prepared":
-            self.cache_dir = Path(self.source.name) / "tokenized"
-        else:
-            self.cache_dir = Path(datasets.config.HF_DATASETS_CACHE) / "led-tokenized"
+        self.cache_dir = _cache_dir(cache_dir, self.source)
         self._tokenizer: LEDTokenizer | None = None
         self._datasets: dict[str, datasets.Dataset] = {}
 
     @property
     def tokenizer(self) -> LEDTokenizer:
         if self._tokenizer is None:
+            if self._tokenizer_training is not None:
+                self._train_tokenizer(*self._tokenizer_training)
             tokenizer = LEDTokenizer.from_pretrained(self.tokenizer_path)
             check_vocab(tokenizer.vocab_size, self.model_vocab_size, self.tokenizer_path)
             self._tokenizer = tokenizer
@@ -168,6 +199,24 @@ class SummarizationDataModule(L.LightningDataModule):
     @property
     def collator(self) -> SummarizationCollator:
         return SummarizationCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.global_attention)
+
+    def match_model(self, model: LEDForConditionalGeneration) -> None:
+        """The limits of the model these batches are for: inputs padded to a multiple of its largest attention
+        window, and lengths and vocabulary checked against its position tables and embeddings now, a DataError
+        before any tokenising, instead of a shape error mid-training. train.py and evaluate.py both call it."""
+        config = model.config
+        limits = {"pad_to_multiple_of": config.max_window,
+                  "max_encoder_positions": config.max_encoder_position_embeddings,
+                  "max_decoder_positions": config.max_decoder_position_embeddings,
+                  "model_vocab_size": config.vocab_size}
+        check_sizes(self.max_input_length, self.max_target_length, limits["pad_to_multiple_of"], self.batch_size,
+                    self.eval_batch_size, self.max_tokens_per_batch, self.num_workers)
+        check_model_limits(self.max_input_length, self.max_target_length, limits["pad_to_multiple_of"],
+                           limits["max_encoder_positions"], limits["max_decoder_positions"])
+        self.pad_to_multiple_of, self.model_vocab_size = limits["pad_to_multiple_of"], limits["model_vocab_size"]
+        self.hparams.update(limits)  # the checkpoint's datamodule_hyper_parameters: what these batches were
+        if self._tokenizer is not None:
+            check_vocab(self._tokenizer.vocab_size, self.model_vocab_size, self.tokenizer_path)
 
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
@@ -188,10 +237,15 @@ class SummarizationDataModule(L.LightningDataModule):
         return self._dataloader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._dataloader("validation", shuffle=False)
+        return self.eval_dataloader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._dataloader("test", shuffle=False)
+        return self.eval_dataloader("test")
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """The batches of a split as validation sees them: sorted by length (longest first), `eval_batch_size` each,
+        no randomness. evaluate.py generates over these too: the same rows padded together give the same summaries."""
+        return self._dataloader(split, shuffle=False)
 
     # ------------------------------------------------------------------ public helpers
     def dataset(self, split: str) -> datasets.Dataset:
@@ -270,21 +324,33 @@ class SummarizationDataModule(L.LightningDataModule):
         return path
 
     def _usable_raw(self, split: str) -> tuple[datasets.Dataset, dict[str, Any]]:
-        """The raw split checked (fields, types, no nulls) without its empty records, and the record counts."""
+        """The raw split checked (led.data.checks.check_split: fields, types, no nulls) without its empty records,
+        and the record counts. Tokenising and tokenizer training both read a split through here."""
         where, fields = self.source.describe(split), [self.source_field, self.summary_field]
         raw = self.source.load(split, self.cache_dir, fields)
-        if len(raw) == 0:
-            raise DataError(f"{where} has no records")
-        check_fields(raw, fields, where, prefix="data.")
-        null_is_empty = self.source.kind == "files" and self.source.files[split].suffix.lower() == ".csv"
-        empty = check_records(raw, fields, where, self.source.locator(split), null_is_empty=null_is_empty)
-        if empty and (self.strict or len(empty) == len(raw)):
-            raise self._empty_records_error(split, len(empty), len(raw), empty[0])
+        path = None if self.source.kind == "hub" else self.source.files[split]
+        empty = check_split(raw, fields, where, path)
+        check_blank_records(empty, len(raw), fields, where, path, self.strict)
         stats = {"records": len(raw), "skipped": len(empty), "first_skipped": empty[0] if empty else None}
         if empty:
             empty_set = set(empty)
             raw = raw.select([i for i in range(len(raw)) if i not in empty_set])
         return raw, stats
+
+    def _train_tokenizer(self, vocab_size: int, training_docs: int | None) -> None:
+        """A byte-level BPE trained on the first `training_docs` usable training records (documents and summaries),
+        saved in `tokenizer_path`; one saved there already is kept (a resumed run keeps its vocabulary)."""
+        out_dir = Path(self.tokenizer_path)
+        if not (out_dir / "tokenizer.json").is_file():
+            raw, _ = self._usable_raw("train")
+            limit = min(len(raw), int(training_docs or len(raw)))
+            fields = [self.source_field, self.summary_field]
+            texts = (record[field] for record in raw.select(range(limit)) for field in fields)
+            tokenizer = LEDTokenizer.train(texts, vocab_size=vocab_size)
+            tokenizer.save_pretrained(out_dir)
+            log.info("trained a %d-token BPE tokenizer on %d documents of %s -> %s", tokenizer.vocab_size, limit,
+                     self.source.describe("train"), out_dir)
+        self._tokenizer_training = None
 
     def _empty_records_error(self, split: str, skipped: int, total: int, first_row: int) -> DataError:
         return empty_records_error(self.source.describe(split), [self.source_field, self.summary_field], skipped,
@@ -351,6 +417,39 @@ def _check_global_attention(value: str | Sequence[int]) -> str | tuple[int, ...]
     return ids
 
 
+def _split_files(synthetic: dict[str, Any] | None, train_file: str | None, validation_file: str | None,
+                 test_file: str | None) -> dict[str, str | None]:
+    """The file of each split: those given, or those of the synthetic corpus `synthetic` describes (generated first
+    unless they exist)."""
+    files = {"train": train_file, "validation": validation_file, "test": test_file}
+    if not synthetic:
+        return files
+    if any(files.values()):
+        raise DataError(f"give either synthetic= (a generated corpus) or train_file/validation_file/test_file "
+                        f"(got {files}), not both")
+    return {split: str(path) for split, path in ensure_corpus(**synthetic).items()}
+
+
+def _cache_dir(cache_dir: str | None, source: RawSource) -> Path:
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if source.kind == "prepared":
+        return Path(source.name) / "tokenized"
+    return Path(datasets.config.HF_DATASETS_CACHE) / "led-tokenized"
+
+
+def _tokenizer_dir_to_train(source: RawSource, out_dir: str | None, vocab_size: int) -> str:
+    """Where the tokenizer `tokenizer_vocab_size` asks for will be trained; checked now, before any work: the
+    directory must be set, and, unless it holds one already (a resumed run), there must be a training file."""
+    if not out_dir:
+        raise DataError(f"tokenizer_vocab_size={vocab_size} asks for a tokenizer trained on the training file, but "
+                        "tokenizer_dir (where it is saved) is not set; set tokenizer_dir=DIR, or tokenizer=DIR")
+    if not (Path(out_dir) / "tokenizer.json").is_file() and (source.kind == "hub" or "train" not in source.files):
+        raise DataError(f"no tokenizer given and no training file to train one on: set tokenizer= to a directory or "
+                        f"Hub id (e.g. the pretrained model's), or train_file= (tokenizer_vocab_size={vocab_size})")
+    return out_dir
+
+
 def _resolve_tokenizer_path(tokenizer: str | None, source: RawSource) -> str:
     if tokenizer:
         return tokenizer
@@ -358,6 +457,7 @@ def _resolve_tokenizer_path(tokenizer: str | None, source: RawSource) -> str:
     if source.kind == "prepared" and prepared.is_dir():
         return str(prepared)
     raise DataError(
-        "no tokenizer given: set tokenizer= to a directory or Hub id (e.g. 'allenai/led-base-16384'); "
-        "only a `led.prepare` directory that holds tokenizer/ can go without it"
+        "no tokenizer given: set tokenizer= to a directory or Hub id (e.g. 'allenai/led-base-16384'), or "
+        "tokenizer_vocab_size= to train one on train_file; only a `led.prepare` directory that holds tokenizer/ can "
+        "go without it"
     )

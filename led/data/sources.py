@@ -14,13 +14,14 @@ from typing import Any
 import datasets
 
 from led.data.checks import (
-    FILE_FORMATS,
     DataError,
     check_data_file,
-    explain_load_error,
     hub_error,
+    load_data_file,
     record_locator,
+    script_dataset_error,
 )
+from led.models.hub import looks_like_local_path
 from led.models.tokenizer import LEDTokenizer
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ HUB_CONFIGS = {"scientific_papers": ("arxiv", "pubmed")}  # Hub datasets that ne
 PREPARED_MANIFEST = "led_prepared.json"  # marks a directory written by led.prepare
 CACHE_FORMAT = 2  # bump when the tokenised content changes (2: empty records skipped), so old caches are not reused
 SPLIT_STATS = "led_split_stats.json"  # beside a tokenised split: record, skip and truncation counts
+SCRIPT_REFUSED = "Dataset scripts are no longer supported"  # datasets >= 4's RuntimeError for a loading script
+PARQUET_EXPORT = "refs/convert/parquet"  # the Hub's branch holding a parquet copy of a dataset, a folder per config
 
 # Columns of a tokenised split. `length` drives batching, `id` is the row among the split's kept records (those
 # with a non-empty source and summary), `reference` the untokenised summary (so validation ROUGE compares
@@ -82,7 +85,7 @@ class RawSource:
             return cls._prepared(path)
         if path.is_file():
             raise DataError(f"source={source!r} is a file; give data files as train_file=/validation_file=/test_file=")
-        if source.startswith(("/", ".", "~")):
+        if looks_like_local_path(source):
             raise DataError(f"source directory {source!r} does not exist")
         valid_configs = HUB_CONFIGS.get(source)
         if valid_configs and config_name not in valid_configs:
@@ -131,23 +134,46 @@ class RawSource:
         """The raw split (downloaded once into the HF cache for a Hub dataset). `fields`: the text fields, named
         when a file cannot be read because of their values."""
         if self.kind == "hub":
-            try:
-                return datasets.load_dataset(self.name, self.config_name, split=split)
-            except (OSError, ValueError) as error:  # offline, unreachable, unknown id or split
-                raise hub_error(self.name, self.config_name, split, error) from error
+            return load_hub_dataset(self.name, self.config_name, split)  # type: ignore[return-value]
         if split not in self.files:
             raise DataError(f"no {split!r} split: this source has {list(self.splits())}")
         path = self.files[split]
         if not path.is_file():
             raise DataError(f"{self.describe(split)} does not exist")
-        fmt = FILE_FORMATS[path.suffix.lower()]
-        try:
-            # the json/csv loaders convert to Arrow once; keep that copy beside our own cache
-            return datasets.load_dataset(
-                fmt, data_files={split: str(path)}, split=split, cache_dir=str(cache_dir / "raw")
-            )
-        except Exception as error:  # the readers raise many types (ArrowInvalid, UnicodeDecodeError, pandas ...)
-            raise explain_load_error(path, self.describe(split), error, fields) from error
+        # the json/csv loaders' Arrow copy is kept beside our own cache
+        return load_data_file(path, self.describe(split), fields, cache_dir / "raw", split)
+
+
+def load_hub_dataset(name: str, config_name: str | None,
+                     split: str | None = None) -> datasets.Dataset | datasets.DatasetDict:
+    """A Hub dataset as it is on the Hub: one split, or (`split=None`) all of them. The training DataModule and
+    `python -m led.prepare` both load through here.
+
+    `datasets` >= 4 refuses datasets that are a loading script (`scientific_papers` is one) with a RuntimeError; the
+    Hub keeps a parquet copy of most of them on the branch `refs/convert/parquet`, one folder per config, which is
+    loaded instead (one log line says so). Any failure, whatever the library raises, is one `DataError` line.
+    """
+    try:
+        return datasets.load_dataset(name, config_name, split=split)
+    except Exception as error:  # noqa: BLE001 - offline, unknown id or split, gated, a script, ...: all one line
+        if not (isinstance(error, RuntimeError) and SCRIPT_REFUSED in str(error)):
+            raise hub_error(name, config_name, split, error) from error
+        script_error = error
+    config = f" ({config_name})" if config_name else ""
+    log.warning("Hub dataset %r%s is a loading script, which datasets %s no longer runs: loading the Hub's parquet "
+                "export of it instead (revision %s%s)", name, config, datasets.__version__, PARQUET_EXPORT,
+                f", folder {config_name}" if config_name else "")
+    try:
+        # The export has no dataset card naming its configs, only a folder per config: hence data_dir, not the
+        # config name (which the parquet loader would refuse as an unknown config).
+        loaded = datasets.load_dataset(name, split=split, revision=PARQUET_EXPORT, data_dir=config_name)
+    except Exception as error:  # noqa: BLE001 - as above
+        raise script_dataset_error(name, config_name, script_error, error) from error
+    counts = {split: len(loaded)} if split else {key: len(value) for key, value in loaded.items()}
+    # The Hub converts only the first part of a very large dataset: the counts show what arrived.
+    log.info("loaded the parquet export of %r%s: %s records", name, config,
+             ", ".join(f"{key} {count:,}" for key, count in counts.items()))
+    return loaded
 
 
 # ---------------------------------------------------------------------------------------------- tokenising

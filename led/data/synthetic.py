@@ -9,7 +9,8 @@ report's first sentences) almost never contains them. See data/README.md for the
     python data/generate.py --out data/synthetic            # the default corpus
     python data/generate.py --out /tmp/c --train 8 --validation 4 --test 4 --seed 1
 
-`train.py` with the default `data=synthetic` calls `ensure_corpus` itself, so nobody has to run it by hand.
+The DataModule (`led.data.datamodule.SummarizationDataModule(synthetic=...)`, the default `data=synthetic`) calls
+`ensure_corpus` itself, so nobody has to run it by hand.
 
 Deterministic: the same arguments give byte-identical files (one `random.Random(seed)` per split).
 """
@@ -22,6 +23,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from led.errors import ConfigError
 from led.files import write_text_atomically
 
 # Key facts: one line per attribute, (summary verb, value pool, document phrasings). The attribute
@@ -156,24 +158,24 @@ def generate_split(name: str, count: int, seed: int, **report_kwargs: float) -> 
     return records
 
 
-def write_corpus(out_dir: str | Path, train: int = 1200, validation: int = 100, test: int = 100,
+def write_corpus(dir: str | Path, train: int = 1200, validation: int = 100, test: int = 100,
                  seed: int = 0, min_sentences: int = 50, max_sentences: int = 100, min_facts: int = 8,
                  max_facts: int = 8, distractor_rate: float = 0.08, short_train: int = 10000,
                  short_min_sentences: int = 8, short_max_sentences: int = 16) -> dict[str, Path]:
-    """Write `{train,validation,test}.jsonl` under `out_dir`; returns the paths by split name.
+    """Write `{train,validation,test}.jsonl` under `dir`; returns the paths by split name.
 
     `short_train` more training reports of `short_min_sentences`..`short_max_sentences` sentences follow the
     `train` long ones (ids `train-short-…`): with the DataModule's length curriculum a model from scratch learns
     the task on them first (see data/README.md). Validation and test reports are always long.
     """
     if not 1 <= min_facts <= max_facts <= len(ATTRIBUTES):
-        raise ValueError(f"need 1 <= min_facts <= max_facts <= {len(ATTRIBUTES)}, "
+        raise ConfigError(f"need 1 <= min_facts <= max_facts <= {len(ATTRIBUTES)}, "
                          f"got min_facts={min_facts}, max_facts={max_facts}")
     for low, high, names in ((min_sentences, max_sentences, "min_sentences <= max_sentences"),
                              (short_min_sentences, short_max_sentences, "short_min_sentences <= short_max_sentences")):
         if not max_facts <= low <= high:
-            raise ValueError(f"need max_facts <= {names}, got max_facts={max_facts}, {low}, {high}")
-    out = Path(out_dir)
+            raise ConfigError(f"need max_facts <= {names}, got max_facts={max_facts}, {low}, {high}")
+    out = Path(dir)
     out.mkdir(parents=True, exist_ok=True)
     report_kwargs = dict(min_sentences=min_sentences, max_sentences=max_sentences, min_facts=min_facts,
                          max_facts=max_facts, distractor_rate=distractor_rate)
@@ -189,10 +191,10 @@ def write_corpus(out_dir: str | Path, train: int = 1200, validation: int = 100, 
     return paths
 
 
-def ensure_corpus(out_dir: str | Path, **params: int | float) -> dict[str, Path]:
-    """The corpus under `out_dir` for these `write_corpus` parameters, generated only when it is missing or
+def ensure_corpus(dir: str | Path, **params: int | float) -> dict[str, Path]:
+    """The corpus under `dir` for these `write_corpus` parameters, generated only when it is missing or
     was made with other parameters (recorded in `corpus.json`, written last so a half-written corpus is redone)."""
-    out = Path(out_dir)
+    out = Path(dir)
     manifest = out / "corpus.json"
     wanted = json.loads(json.dumps(params, sort_keys=True))
     if manifest.is_file() and json.loads(manifest.read_text()) == wanted:
