@@ -9,19 +9,20 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from led.errors import DataError
 from led.recipes.train import train
+from led.training import schedules
 from led.training.module import (
     LEDSummarizer,
     NonFiniteLossError,
-    lr_lambda,
     parameter_groups,
 )
 
@@ -91,6 +92,10 @@ def test_every_experiment_fits_with_tiny_overrides(experiment: str, tmp_path: Pa
     assert cfg.trainer.precision == "bf16-mixed" and cfg.optimizer.lr == 3e-5  # the recipe survived
     metrics = train(cfg)
     assert metrics["global_step"] == 3 and math.isfinite(metrics["loss"])
+    # The checkpoint stores the generation settings it was validated with: evaluate.py and led.export use them.
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["hyper_parameters"]["generation"] == OmegaConf.to_container(cfg.generation)
+    assert checkpoint["hyper_parameters"]["generation"]["length_penalty"] == 2.0  # the recipe's, not overridden
 
 
 def test_experiments_compose_with_their_published_recipe(tmp_path: Path) -> None:
@@ -102,6 +107,11 @@ def test_experiments_compose_with_their_published_recipe(tmp_path: Path) -> None
         assert cfg.model.gradient_checkpointing and cfg.trainer.precision == "bf16-mixed"
         first_line = (ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text().splitlines()[1]
         assert first_line == f"# python train.py experiment={experiment}"
+        # The published generation settings: validation uses them, the checkpoint stores them, and evaluate.py and
+        # the exported generation_config.json take them from there.
+        generation = {k: v for k, v in OmegaConf.to_container(cfg.generation).items() if not k.startswith("_")}
+        assert generation == {"num_beams": 4, "max_new_tokens": 511, "min_length": 100, "length_penalty": 2.0,
+                              "no_repeat_ngram_size": 3, "early_stopping": True}, experiment
 
 
 def test_lengths_beyond_the_model_fail_before_any_work(tmp_path: Path, corpus: Path) -> None:
@@ -110,6 +120,7 @@ def test_lengths_beyond_the_model_fail_before_any_work(tmp_path: Path, corpus: P
     with pytest.raises(DataError, match=r"data.max_input_length=5000 exceeds the model's 1024 encoder positions"):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "tokenizer").exists()  # checked before the tokenizer is trained, not after
 
 
 def test_wandb_logs_offline_without_a_key(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,25 +139,26 @@ def test_wandb_logs_offline_without_a_key(tmp_path: Path, corpus: Path, monkeypa
 
 # ------------------------------------------------------------------------------------ module pieces
 def test_schedules_warm_up_then_decay() -> None:
-    linear = lr_lambda(110, "linear", warmup_steps=10)
+    linear = schedules.linear(110, warmup_steps=10)
     assert [linear(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
     assert linear(60) == pytest.approx(0.5) and linear(110) == 0.0
-    cosine = lr_lambda(100, "cosine", warmup_ratio=0.1, min_lr_ratio=0.1)
+    cosine = schedules.cosine(100, warmup_ratio=0.1, min_lr_ratio=0.1)
     assert cosine(10) == pytest.approx(1.0) and cosine(55) == pytest.approx(0.55) and cosine(100) == pytest.approx(0.1)
-    constant = lr_lambda(100, "constant", warmup_steps=4)
+    constant = schedules.constant(100, warmup_steps=4)
     assert constant(1) == 0.5 and constant(99) == 1.0
-    with pytest.raises(ValueError, match="scheduler.name='step' is not one of linear, cosine, constant"):
-        lr_lambda(10, "step")
+    with pytest.raises(ValueError, match="set scheduler.warmup_steps or scheduler.warmup_ratio, not both"):
+        schedules.linear(10, warmup_steps=1, warmup_ratio=0.1)
 
 
 def tiny_module(**kwargs: object) -> LEDSummarizer:
     torch.manual_seed(0)
-    model = dict(size="tiny", attention_window=8, vocab_size=64,
+    model = dict(_target_="led.training.module.build_model", size="tiny", attention_window=8, vocab_size=64,
                  overrides=dict(d_model=16, encoder_ffn_dim=32, decoder_ffn_dim=32, max_encoder_position_embeddings=64,
                                 max_decoder_position_embeddings=16, encoder_attention_heads=2,
                                 decoder_attention_heads=2, dropout=0.0))
-    return LEDSummarizer(model=model, optimizer=dict(name="adamw", lr=1e-3), scheduler=dict(name="constant"),
-                         **kwargs)
+    return LEDSummarizer(model=model, optimizer=dict(_target_="torch.optim.AdamW", _partial_=True, lr=1e-3),
+                         scheduler=dict(_target_="led.training.schedules.constant", _partial_=True), generation=None,
+                         tokenizer=None, **kwargs)
 
 
 def tiny_batch() -> dict[str, torch.Tensor]:
@@ -191,7 +203,81 @@ def test_non_finite_loss_stops_with_step_and_ids_or_is_skipped(monkeypatch: pyte
 
 
 def test_bad_module_settings_name_the_field() -> None:
-    with pytest.raises(ValueError, match="optimizer.name='sgd' is not one of adamw, adafactor"):
-        LEDSummarizer(model=dict(size="tiny"), optimizer=dict(name="sgd", lr=1.0), scheduler=dict(name="linear"))
+    with pytest.raises(ValueError, match="on_nonfinite='ignore' is not one of stop, skip"):
+        tiny_module(on_nonfinite="ignore")
     with pytest.raises(ValueError, match="label_smoothing=1.5 must be in"):
         tiny_module(label_smoothing=1.5)
+
+
+def test_optimizer_node_builds_the_configured_optimizer_over_the_decay_groups(tmp_path: Path) -> None:
+    """conf/optimizer/adamw.yaml through the LightningModule: AdamW with the config's values (betas a tuple), the
+    decay group first, and the linear schedule called with the run's steps."""
+    cfg = make_config(tmp_path)
+    module = tiny_module()
+    module.hparams.optimizer = OmegaConf.to_container(cfg.optimizer)
+    module.hparams.scheduler = OmegaConf.to_container(cfg.scheduler)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=100)  # type: ignore[assignment]
+    configured = module.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert type(optimizer) is torch.optim.AdamW
+    decay, no_decay = optimizer.param_groups
+    assert (decay["lr"], decay["betas"], decay["eps"]) == (5e-4 * 1 / 50, (0.9, 0.999), 1e-8)
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.01, 0.0)
+    assert [len(decay["params"]), len(no_decay["params"])] == [len(g["params"])
+                                                              for g in parameter_groups(module.model, 0.01)]
+    assert scheduler.lr_lambdas[0](49) == 1.0 and scheduler.lr_lambdas[0](100) == 0.0
+
+
+def _batch(rows: list[tuple[list[int], list[int]]], ids: list[int]) -> dict[str, torch.Tensor]:
+    """A batch as the DataModule's collator builds it: inputs padded with 1 to 16 tokens, labels with -100."""
+    inputs = torch.full((len(rows), 16), 1)
+    labels = torch.full((len(rows), max(len(target) for _, target in rows)), -100)
+    for row, (source, target) in enumerate(rows):
+        inputs[row, : len(source)] = torch.tensor(source)
+        labels[row, : len(target)] = torch.tensor(target)
+    return dict(input_ids=inputs, attention_mask=(inputs != 1).long(), global_attention_mask=torch.zeros_like(inputs),
+                labels=labels, ids=torch.tensor(ids))
+
+
+def _weights_after_one_step(batches: list[dict[str, torch.Tensor]], accumulate: int) -> dict[str, torch.Tensor]:
+    import lightning as L
+
+    # SGD: its step is proportional to the gradient (Adam's first step is nearly sign(g), blind to weighting).
+    module = tiny_module()
+    module.hparams.optimizer = dict(_target_="torch.optim.SGD", _partial_=True, lr=1.0)
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, accumulate_grad_batches=accumulate, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    return {name: value.detach().clone() for name, value in module.model.state_dict().items()}
+
+
+def test_gradient_accumulation_is_the_mean_over_all_target_tokens() -> None:
+    # Two short summaries (2 tokens) and two long ones (12): a mean of the micro-batches' means would weight each
+    # short-summary token 6x a long-summary one.
+    generator = torch.Generator().manual_seed(1)
+    rows = [(torch.randint(4, 64, (length,), generator=generator).tolist(),
+             torch.randint(4, 64, (target,), generator=generator).tolist())
+            for length, target in ((14, 2), (10, 2), (16, 12), (12, 12))]
+    whole = _weights_after_one_step([_batch(rows, [0, 1, 2, 3])], accumulate=1)
+    accumulated = _weights_after_one_step([_batch(rows[:2], [0, 1]), _batch(rows[2:], [2, 3])], accumulate=2)
+    start = tiny_module().model.state_dict()
+    moved = max((whole[name] - start[name]).abs().max().item() for name in whole)
+    difference = max((whole[name] - accumulated[name]).abs().max().item() for name in whole)
+    assert moved > 1e-3  # the step changed the weights
+    assert difference < 1e-6, difference
+
+
+def test_resuming_with_other_settings_names_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from led.recipes.train import report_changed_settings, save_resolved_config
+
+    saved = tmp_path / "config.yaml"
+    save_resolved_config(make_config(tmp_path, "trainer.max_steps=100"), saved)
+    with caplog.at_level("WARNING", logger="led.recipes.train"):
+        report_changed_settings(saved, make_config(tmp_path, "trainer.max_steps=100"))
+        assert not caplog.records
+        report_changed_settings(saved, make_config(tmp_path, "trainer.max_steps=200", "optimizer.lr=1e-3"))
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert f"resuming with 2 setting(s) that differ from {saved}" in message
+    assert "optimizer.lr: 0.0005 -> 0.001" in message and "trainer.max_steps: 100 -> 200" in message

@@ -1,8 +1,8 @@
 """`train(cfg)`: what `train.py` runs — data, tokenizer, model, Trainer, fit, final validation, metrics.json.
 
-The config is the one composed from conf/config.yaml (see conf/ for every group). The run directory
-(`cfg.run_dir`, Hydra's output directory) receives the resolved config, the tokenizer, checkpoints,
-logs, `metrics.json` and `samples.jsonl`.
+The config is the one composed from conf/config.yaml (see conf/ for every group); each node names what it builds
+with `_target_`, and `instantiate` builds it. The run directory (`cfg.run_dir`, Hydra's output directory) receives
+the resolved config, the tokenizer, checkpoints, logs, `metrics.json` and `samples.jsonl`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from led.config_check import setting_problems
-from led.data.checks import FILE_FORMATS, check_data_file
 from led.data.datamodule import SummarizationDataModule
 from led.errors import ConfigError
 from led.files import write_text_atomically
-from led.models.tokenizer import LEDTokenizer
 from led.signals import StopRequested, stop_at_once_on_signals
 from led.training.callbacks import ResumeCheckpoint
 from led.training.checkpointing import (
@@ -34,23 +34,23 @@ from led.training.checkpointing import (
     checkpoint_problem,
     corrupt_checkpoint_message,
 )
+from led.training.console import progress_bar, quiet_logging
 from led.training.distributed import check_launch
 from led.training.module import LEDSummarizer
 
 log = logging.getLogger(__name__)
 
-# Keys of the `data` group that are ours, not SummarizationDataModule arguments.
-_DATA_KEYS = ("synthetic", "tokenizer_vocab_size", "tokenizer_training_docs")
 METRICS = ("loss", "rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model `cfg` describes and return the final validation metrics (also in metrics.json).
 
-    Settings are checked before any work (led/config_checks.py, the checkpoint, then the DataModule against the
+    Settings are checked before any work (led/config_check.py, the checkpoint, then the DataModule against the
     model); config.yaml is written once all passed, so a rejected resume leaves the run directory as it was.
     """
     started = time.perf_counter()
+    quiet_logging()
     problems = setting_problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -58,25 +58,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
 
-    data_settings = prepare_data_settings(cfg, run_dir)
-    module = LEDSummarizer(
-        model=_container(cfg.model),
-        optimizer=_container(cfg.optimizer),
-        scheduler=_container(cfg.scheduler),
-        generation=_container(cfg.generation),
-        tokenizer=data_settings["tokenizer"],
-        **_container(cfg.module),
-    )
+    # The DataModule comes first: it generates the synthetic corpus and trains the tokenizer of a model from scratch,
+    # which the LightningModule records. Neither draws random numbers, so the model's weights are those of the seed.
+    datamodule: SummarizationDataModule = instantiate(cfg.data, tokenizer_dir=str(run_dir / "tokenizer"),
+                                                      _convert_="all")
+    # The LightningModule stores these nodes as plain values and builds what they name itself.
+    module: LEDSummarizer = instantiate(cfg.module, _convert_="all")(
+        model=_plain(cfg.model), optimizer=_plain(cfg.optimizer), scheduler=_plain(cfg.scheduler),
+        generation=_plain(cfg.generation), tokenizer=datamodule.tokenizer_path)
     check_checkpoint_fits(ckpt_path, module)
-    config = module.model.config
-    # The DataModule checks lengths and vocabulary against the model before tokenising anything.
-    data_settings.update(pad_to_multiple_of=config.max_window, max_encoder_positions=config.max_encoder_position_embeddings,
-                         max_decoder_positions=config.max_decoder_position_embeddings, model_vocab_size=config.vocab_size)
-    datamodule = SummarizationDataModule(**data_settings)
-    # Loading the tokenizer checks its vocabulary against the embeddings now, not when fit tokenises the data.
+    # The DataModule checks lengths against the model before tokenising anything, and loading the tokenizer (the
+    # log line) its vocabulary against the embeddings.
+    datamodule.match_model(module.model)
     log.info("model: %s parameters, windows %s; tokenizer: %d tokens; data: %s", f"{module.model.num_parameters():,}",
-             config.attention_windows, datamodule.tokenizer.vocab_size, datamodule.source.describe("train"))
+             module.model.config.attention_windows, datamodule.tokenizer.vocab_size,
+             datamodule.source.describe("train"))
 
+    if ckpt_path is not None:
+        report_changed_settings(run_dir / "config.yaml", cfg)
     save_resolved_config(cfg, run_dir / "config.yaml")
     trainer = build_trainer(cfg, run_dir)
     check_launch(trainer)
@@ -91,60 +90,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-# ---------------------------------------------------------------------------------------- data
-def prepare_data_settings(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """SummarizationDataModule arguments: the synthetic corpus generated and a tokenizer trained if needed."""
-    data = _container(cfg.data)
-    synthetic = data.get("synthetic")
-    if synthetic:
-        from led.data.synthetic import ensure_corpus
-
-        settings = dict(synthetic)
-        paths = ensure_corpus(settings.pop("dir"), **settings)
-        for split, path in paths.items():
-            data[f"{split}_file"] = str(path)
-    if not data.get("tokenizer"):
-        data["tokenizer"] = cfg.model.get("pretrained") or train_tokenizer(data, run_dir / "tokenizer")
-    return {k: v for k, v in data.items() if k not in _DATA_KEYS}
-
-
-def train_tokenizer(data: dict[str, Any], out_dir: Path) -> str:
-    """A byte-level BPE trained on the training file's documents and summaries (models trained from scratch)."""
-    train_file = data.get("train_file")
-    if not train_file:
-        raise ConfigError("the model has no tokenizer (model.pretrained is null) and data.tokenizer is not set: "
-                          "give data.tokenizer=DIR or a data.train_file to train one on")
-    if (out_dir / "tokenizer.json").is_file():  # a resumed run keeps its vocabulary
-        return str(out_dir)
-    import datasets
-
-    # The DataModule's own file check, so a bad train_file gets its one-line DataError here, before the tokenizer.
-    path = check_data_file("train_file", str(train_file))
-    documents = datasets.load_dataset(FILE_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
-    limit = min(len(documents), int(data.get("tokenizer_training_docs") or len(documents)))
-    fields = [data.get("source_field", "article"), data.get("summary_field", "abstract")]
-
-    def texts() -> Any:
-        for record in documents.select(range(limit)):
-            for field in fields:
-                if isinstance(record.get(field), str):
-                    yield record[field]
-
-    tokenizer = LEDTokenizer.train(texts(), vocab_size=int(data.get("tokenizer_vocab_size") or 8000))
-    tokenizer.save_pretrained(out_dir)
-    log.info("trained a %d-token BPE tokenizer on %d documents of %s -> %s", tokenizer.vocab_size, limit,
-             train_file, out_dir)
-    return str(out_dir)
-
-
 # ---------------------------------------------------------------------------------------- trainer
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    bar = progress_bar() if cfg.trainer.get("enable_progress_bar", True) else None
+    if bar is not None and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(bar)
     loggers = [build_logger(c, cfg) for c in (cfg.get("logger") or {}).values() if c is not None]
     # The DataModule shards batches over ranks itself (length-grouped, token-budgeted), see docs/CONTRACTS.md.
-    # AtomicCheckpointIO: a crash or a full disk while saving never leaves a truncated checkpoint.
+    # AtomicCheckpointIO: a crash or a full disk while saving never leaves a truncated checkpoint. In a SLURM job,
+    # Lightning's own requeue handler would save mid-step: ResumeCheckpoint takes the signal (led/training/slurm.py).
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
-                       use_distributed_sampler=False, plugins=[AtomicCheckpointIO()])
+                       use_distributed_sampler=False, plugins=plugins)
 
 
 def fit(trainer: L.Trainer, module: LEDSummarizer, datamodule: SummarizationDataModule, ckpt_path: str | None,
@@ -185,14 +145,12 @@ def not_validated_message(trainer: L.Trainer, cfg: DictConfig, run_dir: Path) ->
 
 
 def evaluate_command(cfg: DictConfig, checkpoint: Path, run_dir: Path) -> str:
-    """The evaluate.py command that scores `checkpoint` on the final validation's examples with its generation
-    settings (ROUGE with confidence intervals and the lead baseline; not the validation loss)."""
+    """The evaluate.py command that scores `checkpoint` on the final validation's examples (ROUGE with confidence
+    intervals and the lead baseline; not the validation loss). evaluate.py takes the generation settings the
+    checkpoint stores."""
     arguments = [f"ckpt_path={checkpoint}", "split=validation"]
     if int(cfg.module.val_rouge_examples) > 0:
         arguments.append(f"limit={int(cfg.module.val_rouge_examples)}")
-    # conf/eval.yaml's own generation settings (the arXiv recipe's) give way to this run's.
-    arguments.append("~generation")
-    arguments += [f"+generation.{key}={json.dumps(value)}" for key, value in _container(cfg.generation).items()]
     arguments.append(f"output_dir={run_dir / 'final_validation'}")
     return " ".join(["python evaluate.py", *map(shlex.quote, arguments)])
 
@@ -268,9 +226,13 @@ def check_checkpoint_fits(ckpt_path: str | None, module: LEDSummarizer) -> None:
 
 # ---------------------------------------------------------------------------------------- results
 def final_metrics(trainer: L.Trainer, module: LEDSummarizer, datamodule: SummarizationDataModule) -> dict[str, Any]:
-    """Validation loss and ROUGE of the final weights (a full validation pass after training)."""
-    results = trainer.validate(module, datamodule=datamodule, verbose=False)
-    logged = results[0] if results else {}
+    """Validation loss and ROUGE of the final weights: those of the training loop's last validation when it ran after
+    the last step (`trainer.val_check_interval` divides `max_steps`), else of a validation pass run now."""
+    if module.validated_at_step == trainer.global_step:
+        logged = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    else:
+        results = trainer.validate(module, datamodule=datamodule, verbose=False)
+        logged = results[0] if results else {}
     metrics: dict[str, Any] = {name: round(float(logged[f"val/{name}"]), 4)
                                for name in METRICS if f"val/{name}" in logged}
     if "rouge1" in metrics:
@@ -308,6 +270,29 @@ def format_summary(metrics: dict[str, Any], run_dir: Path) -> str:
                       f"Run directory: {run_dir}"])
 
 
+def report_changed_settings(saved: Path, cfg: DictConfig) -> None:
+    """Log the settings of a resumed run that differ from those it was started with (its config.yaml): a resumed
+    run with other settings (a longer `trainer.max_steps`, a new lr) is a different run from the one started."""
+    if not saved.is_file():
+        return
+    before = _flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=False))
+    after = _flat(OmegaConf.to_container(cfg, resolve=True))
+    changed = [f"{key}: {before.get(key, '(unset)')} -> {after.get(key, '(unset)')}"
+               for key in sorted(set(before) | set(after))
+               if before.get(key) != after.get(key) and key not in ("ckpt_path", "run_dir")]
+    if changed:
+        log.warning("resuming with %d setting(s) that differ from %s: %s", len(changed), saved, "; ".join(changed))
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 def save_resolved_config(cfg: DictConfig, path: Path) -> None:
     """The fully resolved config of the run (secrets, e.g. a wandb key, never appear in it: they come from env)."""
     write_text_atomically(path, OmegaConf.to_yaml(cfg, resolve=True))
@@ -317,6 +302,6 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
-
-def _container(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+def _plain(node: DictConfig) -> dict[str, Any]:
+    """A config node as plain values (what the LightningModule stores with save_hyperparameters)."""
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]

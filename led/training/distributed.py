@@ -7,16 +7,20 @@ GPUs (NCCL) and on CPU processes (gloo) alike, so the sharded path is tested on 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+from torch import Tensor
 
+from led.errors import ConfigError
 from led.models.led.modeling import LEDForConditionalGeneration
 
 STATE_DICT_TYPES = ("sharded", "full")
+T = TypeVar("T")
 
 
 class LayerShardedStrategy(ModelParallelStrategy):
@@ -40,7 +44,7 @@ class LayerShardedStrategy(ModelParallelStrategy):
     def __init__(self, activation_checkpointing: bool = True, reshard_after_forward: bool = True,
                  state_dict_type: str = "sharded", cpu_offload: bool = False) -> None:
         if state_dict_type not in STATE_DICT_TYPES:
-            raise ValueError(f"trainer.strategy.state_dict_type={state_dict_type!r} is not one of "
+            raise ConfigError(f"trainer.strategy.state_dict_type={state_dict_type!r} is not one of "
                              f"{', '.join(STATE_DICT_TYPES)} (sharded: one file per rank; full: one file from rank 0)")
         super().__init__(save_distributed_checkpoint=state_dict_type == "sharded")
         self.activation_checkpointing = activation_checkpointing
@@ -102,6 +106,29 @@ class LayerShardedStrategy(ModelParallelStrategy):
         model.reset_iter_state()
 
 
+def world_size() -> int:
+    """Processes of the running torch.distributed group; 1 without one (a single process, or before DDP starts)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_objects(value: T) -> list[T]:
+    """`value` of every rank, in rank order (a collective under DDP/FSDP); `[value]` in one process."""
+    if world_size() == 1:
+        return [value]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def sum_over_ranks(values: Tensor) -> tuple[Tensor, int]:
+    """`values` summed over the ranks (a new tensor, a collective under DDP/FSDP), and the number of ranks."""
+    if world_size() == 1:
+        return values, 1
+    values = values.clone()
+    dist.all_reduce(values)
+    return values, world_size()
+
+
 def check_launch(trainer: L.Trainer) -> None:
     """Refuse a sweep job (-m) in which Lightning would start the other DDP/FSDP processes itself.
 
@@ -114,7 +141,7 @@ def check_launch(trainer: L.Trainer) -> None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return
     if isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
-        raise ValueError(
+        raise ConfigError(
             f"trainer.devices={trainer.num_devices} x trainer.num_nodes={trainer.num_nodes} in a sweep (-m): Lightning "
             "would start the other processes by re-running the whole sweep in each. Run multi-device jobs of a "
             "sweep with hydra/launcher=slurm (srun starts one process per device), or without -m one at a time")

@@ -1,33 +1,34 @@
 """`LEDSummarizer`: the LightningModule that trains and validates an LED summarizer.
 
-It is built from plain values (a named size or a pretrained checkpoint, optimizer and scheduler settings),
-so `save_hyperparameters()` stores values, never modules, and `load_from_checkpoint` rebuilds it alone.
-Batches are the dicts of `led.data.SummarizationDataModule` (see docs/CONTRACTS.md).
+It is built from plain values: the config nodes of the model, the optimizer, the schedule and the generation
+settings, each naming what it builds with `_target_` (conf/model, conf/optimizer, conf/scheduler, `generation` in
+conf/config.yaml). So `save_hyperparameters()` stores values, never modules, and `load_from_checkpoint` rebuilds it
+alone. Batches are the dicts of `led.data.datamodule.SummarizationDataModule` (see docs/CONTRACTS.md).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from typing import Any
+from functools import partial
+from typing import Annotated, Any, Literal, get_args
 
 import lightning as L
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import Tensor
 
 from led.errors import UserError
 from led.metrics import compute_rouge
+from led.models.generation import generate
 from led.models.led.config import LEDConfig
 from led.models.led.modeling import LEDForConditionalGeneration
 from led.training.checkpointing import restore_rng_states, rng_states
+from led.training.distributed import gather_objects, sum_over_ranks
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adamw", "adafactor")
-SCHEDULERS = ("linear", "cosine", "constant")
-ON_NONFINITE = ("stop", "skip")
+OnNonFinite = Literal["stop", "skip"]
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -35,13 +36,24 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 
 def build_model(size: str = "tiny", pretrained: str | None = None, attention_window: int | list[int] | None = None,
-                vocab_size: int | None = None, overrides: dict[str, Any] | None = None) -> LEDForConditionalGeneration:
+                vocab_size: int | None = None,
+                # Annotated: the keys are LEDConfig fields; led.config_check checks them against it.
+                overrides: Annotated[dict[str, Any] | None, LEDConfig] = None,
+                gradient_checkpointing: bool = False) -> LEDForConditionalGeneration:
     """A pretrained checkpoint (directory or Hub id), or a randomly initialised model of a named size.
 
     `attention_window` and `overrides` (any LEDConfig field) change the named size; a pretrained model
-    takes a new `attention_window` too (its weights do not depend on it).
+    takes a new `attention_window` too (its weights do not depend on it). `gradient_checkpointing` recomputes
+    each layer's activations in the backward pass instead of keeping them.
     """
-    overrides = dict(overrides or {})
+    model = _build_model(size, pretrained, attention_window, vocab_size, dict(overrides or {}))
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def _build_model(size: str, pretrained: str | None, attention_window: int | list[int] | None, vocab_size: int | None,
+                 overrides: dict[str, Any]) -> LEDForConditionalGeneration:
     if attention_window is not None:
         overrides["attention_window"] = list(attention_window) if isinstance(attention_window, (list, tuple)) \
             else attention_window
@@ -64,14 +76,17 @@ def build_model(size: str = "tiny", pretrained: str | None = None, attention_win
 class LEDSummarizer(L.LightningModule):
     """Teacher-forced training, validation loss and ROUGE (beam search) for `LEDForConditionalGeneration`.
 
+    The first five arguments are what the recipe hands it (led.recipes.train): config nodes, as plain dicts, that
+    name what they build with `_target_`:
+
     Args:
-        model: `build_model` arguments (size, pretrained, attention_window, vocab_size, overrides) plus
-            `gradient_checkpointing` (bool).
-        optimizer: name ("adamw" | "adafactor"), lr, weight_decay, betas, eps.
-        scheduler: name ("linear" | "cosine" | "constant"), warmup_steps (int) or warmup_ratio (float),
-            min_lr_ratio (the floor of the decay, as a fraction of lr).
-        generation: keyword arguments of `LEDForConditionalGeneration.generate` for validation ROUGE.
-        tokenizer: the tokenizer directory (stored so evaluation finds it from the checkpoint).
+        model: builds the model, e.g. `{_target_: led.training.module.build_model, size: tiny, ...}`.
+        optimizer: a `_partial_` optimizer class, called with `parameter_groups(model, weight_decay)`, e.g.
+            `{_target_: torch.optim.AdamW, _partial_: true, lr: 5e-4, weight_decay: 0.01}`.
+        scheduler: a `_partial_` schedule (led.training.schedules), called with `total_steps`.
+        generation: a `_partial_` of `led.models.generation.generate` (its keyword arguments) for validation
+            ROUGE; None: its defaults.
+        tokenizer: the tokenizer directory or Hub id (stored so evaluation finds it from the checkpoint).
         label_smoothing: of the training cross-entropy (validation loss is always unsmoothed).
         val_rouge_examples: validation examples summarised for ROUGE (0: loss only; -1: all).
         num_logged_samples: sample summaries logged at each validation.
@@ -83,35 +98,34 @@ class LEDSummarizer(L.LightningModule):
         model: dict[str, Any],
         optimizer: dict[str, Any],
         scheduler: dict[str, Any],
-        generation: dict[str, Any] | None = None,
-        tokenizer: str | None = None,
+        generation: dict[str, Any] | None,
+        tokenizer: str | None,
         label_smoothing: float = 0.0,
         val_rouge_examples: int = 64,
         num_logged_samples: int = 3,
-        on_nonfinite: str = "stop",
+        on_nonfinite: OnNonFinite = "stop",
     ) -> None:
         super().__init__()
-        _check_choice("optimizer.name", optimizer.get("name", "adamw"), OPTIMIZERS)
-        _check_choice("scheduler.name", scheduler.get("name", "linear"), SCHEDULERS)
-        _check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
+        if on_nonfinite not in get_args(OnNonFinite):
+            raise ValueError(f"on_nonfinite={on_nonfinite!r} is not one of {', '.join(get_args(OnNonFinite))}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         self.save_hyperparameters()
-        model_args = {k: v for k, v in model.items() if k != "gradient_checkpointing"}
-        self.model = build_model(**model_args)
-        if model.get("gradient_checkpointing"):
-            self.model.gradient_checkpointing_enable()
-        self.generation = dict(generation or {})
+        self.model = instantiate(model, _convert_="all")
+        self._generate = instantiate(generation, _convert_="all") if generation else partial(generate)
         self.skipped_batches = 0
         self._predictions: dict[int, str] = {}
         self._rng_states_to_restore: list[dict[str, Any]] | None = None  # from a checkpoint, see on_train_start
+        self.validated_at_step: int | None = None  # global step of the last validation with ROUGE (not sanity)
+        self._step_scale: Tensor | None = None  # global target tokens of the step's first micro-batch
+        self._step_tokens: Tensor | None = None  # ... and of all its micro-batches so far
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         loss_sum, tokens = self._loss_sum(batch, self.hparams.label_smoothing)
         # One all-reduce gives every rank the global batch's loss sum and target-token count, so every rank
         # logs, checks and normalises by the same numbers.
-        (global_sum, global_tokens), world = _sum_over_ranks(torch.stack([loss_sum.detach(), tokens.to(loss_sum)]))
+        (global_sum, global_tokens), world = sum_over_ranks(torch.stack([loss_sum.detach(), tokens.to(loss_sum)]))
         loss = global_sum / global_tokens  # mean over the global batch's target tokens, as one process computes it
         # One host sync per step buys a clear stop at the first bad batch instead of NaN weights.
         if not torch.isfinite(loss):
@@ -129,10 +143,27 @@ class LEDSummarizer(L.LightningModule):
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         self.log("train/tokens", global_tokens, batch_size=1)
-        # DDP averages the ranks' gradients; dividing each rank's sum by (global tokens / ranks) makes that average
-        # the gradient of the global token mean, however unevenly the tokens fall over the ranks. One process:
-        # sum / tokens, bit for bit the mean cross-entropy.
-        return loss_sum / (global_tokens / world)
+        # The optimizer step's gradient is that of the mean over all its target tokens: every rank's and every
+        # accumulated micro-batch's. DDP averages the ranks' gradients, Lightning divides what is returned here by
+        # the micro-batches per step, and the step's token count is known only after its last micro-batch; so each
+        # micro-batch's sum is divided by the first micro-batch's global count (`_step_scale`), and
+        # `on_before_optimizer_step` corrects by first count / all counts. Without accumulation that factor is
+        # exactly 1 and this is sum / tokens, bit for bit the mean cross-entropy.
+        if self._step_scale is None:
+            self._step_scale, self._step_tokens = global_tokens, global_tokens.new_zeros(())
+        self._step_tokens = self._step_tokens + global_tokens
+        micro_batches = self._trainer.accumulate_grad_batches if self._trainer is not None else 1
+        return loss_sum * micro_batches / (self._step_scale / world)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Before gradient clipping (Lightning clips right after this hook): see training_step.
+        if self._step_scale is not None:
+            factor = (self._step_scale / self._step_tokens).item()
+            if factor != 1.0:
+                for parameter in self.model.parameters():
+                    if parameter.grad is not None:
+                        parameter.grad.mul_(factor)
+        self._step_scale = self._step_tokens = None
 
     def _loss_sum(self, batch: dict[str, Tensor], label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
         """The cross-entropy summed over the batch's target tokens (labels != -100), and their count."""
@@ -171,8 +202,8 @@ class LEDSummarizer(L.LightningModule):
             return
         rows = keep.nonzero().squeeze(1)
         global_mask = batch.get("global_attention_mask")
-        tokens = self.model.generate(batch["input_ids"][rows], batch["attention_mask"][rows],
-                                     None if global_mask is None else global_mask[rows], **self.generation)
+        tokens = self._generate(self.model, batch["input_ids"][rows], batch["attention_mask"][rows],
+                               None if global_mask is None else global_mask[rows])
         for example_id, text in zip(ids[rows].tolist(), self.tokenizer.decode_batch(tokens.tolist())):
             self._predictions[example_id] = text.strip()
 
@@ -180,6 +211,8 @@ class LEDSummarizer(L.LightningModule):
         release_weights = self._strategy_method("release_weights")
         if release_weights is not None:
             release_weights(self.model)
+        if not self.trainer.sanity_checking:
+            self.validated_at_step = self.global_step
         predictions = _gather_predictions(self._predictions)
         if not predictions or self.trainer.sanity_checking:
             return
@@ -235,22 +268,18 @@ class LEDSummarizer(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         settings = dict(self.hparams.optimizer)
-        name = settings.pop("name", "adamw")
-        lr = float(settings.pop("lr"))
-        weight_decay = float(settings.pop("weight_decay", 0.0))
-        groups = parameter_groups(self.model, weight_decay)
-        if name == "adamw":
-            optimizer = torch.optim.AdamW(groups, lr=lr, **_plain(settings))
-        else:
-            optimizer = torch.optim.Adafactor(groups, lr=lr, **_plain(settings))
-        total = int(self.trainer.estimated_stepping_batches)
-        schedule = lr_lambda(total_steps=total, **dict(self.hparams.scheduler))
+        make_optimizer = instantiate(settings, _convert_="all")
+        # Hydra hands lists; torch optimizers take their pairs (AdamW's betas) as tuples.
+        tuples = {key: tuple(value) for key, value in make_optimizer.keywords.items() if isinstance(value, list)}
+        groups = parameter_groups(self.model, float(settings.get("weight_decay", 0.0)))
+        optimizer = make_optimizer(groups, **tuples)
+        schedule = instantiate(dict(self.hparams.scheduler))(total_steps=int(self.trainer.estimated_stepping_batches))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on weight matrices and embeddings, none on biases and LayerNorms."""
+    """Optimizer groups: weight decay on weight matrices and embeddings, none on biases and LayerNorms."""
     decay, no_decay, seen = [], [], set()
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
@@ -263,55 +292,9 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_lambda(total_steps: int, name: str = "linear", warmup_steps: int | None = None,
-              warmup_ratio: float | None = None, min_lr_ratio: float = 0.0) -> Any:
-    """The multiplier of the base lr at each step: linear warmup, then linear / cosine decay or constant."""
-    _check_choice("scheduler.name", name, SCHEDULERS)
-    if warmup_steps is not None and warmup_ratio is not None:
-        raise ValueError("set scheduler.warmup_steps or scheduler.warmup_ratio, not both")
-    warmup = int(warmup_steps if warmup_steps is not None else round((warmup_ratio or 0.0) * total_steps))
-    if warmup < 0 or not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"scheduler: warmup={warmup} must be >= 0 and min_lr_ratio={min_lr_ratio} in [0, 1]")
-    total = max(total_steps, warmup + 1)
-
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if name == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        decay = 1.0 - progress if name == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-        return min_lr_ratio + (1.0 - min_lr_ratio) * decay
-
-    return multiplier
-
-
 def _gather_predictions(local: dict[int, str]) -> dict[int, str]:
     """Every rank's predictions, merged by example id (the DDP sampler may repeat a few examples)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return dict(local)
-    gathered: list[dict[int, str] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, local)
     merged: dict[int, str] = {}
-    for part in gathered:
-        merged.update(part or {})
+    for part in gather_objects(local):
+        merged.update(part)
     return merged
-
-
-def _sum_over_ranks(values: Tensor) -> tuple[Tensor, int]:
-    """`values` summed over the data-parallel ranks, and the number of ranks (1 without torch.distributed)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values, 1
-    values = values.clone()
-    dist.all_reduce(values)
-    return values, dist.get_world_size()
-
-
-def _plain(settings: dict[str, Any]) -> dict[str, Any]:
-    # Hydra hands lists for tuples (betas); torch optimizers want tuples.
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-
-
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(valid)}")
