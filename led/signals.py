@@ -13,14 +13,16 @@ from typing import Any
 
 @contextlib.contextmanager
 def stop_signals_blocked(active: bool = True) -> Iterator[None]:
-    """Block SIGINT and SIGTERM while child processes (DataLoader workers) are forked: they inherit the blocked
-    mask and never see the signals, which a terminal (Ctrl+C) or a scheduler (SLURM) sends to every process of
-    the job. A worker killed by one would otherwise fail the step the main process is finishing before it stops.
+    """Block SIGINT, SIGTERM and SLURM's warning signals (SIGUSR1/SIGUSR2, see led/training/slurm.py) while child
+    processes (DataLoader workers) are forked: they inherit the blocked mask and never see the signals, which a
+    terminal (Ctrl+C) or a scheduler (SLURM) sends to every process of the job. A worker killed by one (SIGUSR1's
+    default action ends a process) would otherwise fail the step the main process is finishing before it stops.
     A signal that arrives meanwhile is delivered to the main process when the block ends."""
     if not (active and hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()):
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1,
+                                                         signal.SIGUSR2})
     try:
         yield
     finally:

@@ -1,11 +1,15 @@
-"""led.training.loggers.CSVLogger: a run continuing in a directory keeps the metrics.csv rows of the steps before its own."""
+"""led.training.loggers: a run continuing in a directory keeps the metrics.csv rows of the steps before its own
+(CSVLogger); a chosen logger whose optional package is missing is one line naming the install command."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 from pathlib import Path
 
-from led.training.loggers import CSVLogger
+import pytest
+
+from led.training.loggers import CSVLogger, missing_logger_packages
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -39,3 +43,19 @@ def test_a_run_starting_over_replaces_every_row(tmp_path: Path) -> None:
     logger.log_metrics({"train/loss": 7.0}, step=0)
     logger.save()
     assert [(row["step"], row["train/loss"]) for row in rows(metrics)] == [("0", "7.0")]
+
+
+def test_a_chosen_logger_without_its_package_is_one_line_with_the_install_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen = {"wandb": {"_target_": "lightning.pytorch.loggers.WandbLogger"},
+              "tensorboard": {"_target_": "lightning.pytorch.loggers.TensorBoardLogger"},
+              "csv": {"_target_": "led.training.loggers.CSVLogger"}}
+    installed = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name in ("wandb", "tensorboardX") else installed(name, *args))
+    # TensorBoard is there (Lightning would take tensorboardX too); wandb is not.
+    assert missing_logger_packages(chosen) == [
+        "logger.wandb (lightning.pytorch.loggers.WandbLogger) needs the wandb package, which is not installed: "
+        "pip install -e '.[wandb]' (or pip install wandb), or choose another logger, e.g. logger=csv"]
+    monkeypatch.setattr(importlib.util, "find_spec", installed)
+    assert missing_logger_packages(None) == []

@@ -133,13 +133,23 @@ class NaNLossAt(L.Callback):
             pl_module.model.final_logits_bias.fill_(float("nan"))
 
 
-def start_training(run_dir: Path, overrides: list[str], pause_at: int) -> subprocess.Popen:
-    """`python train.py` in a subprocess, paused (see PauseAt) once `pause_at` steps are done."""
+def training_command(run_dir: Path, overrides: list[str], pause_at: int,
+                     env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """`python train.py` pausing (see PauseAt) once `pause_at` steps are done, and its environment (`env` added)."""
     marker = run_dir.parent / "paused"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), "OMP_NUM_THREADS": "1",
+           **(env or {})}
     command = [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}",
                "+callbacks.pause._target_=test_resume.PauseAt", f"+callbacks.pause.step={pause_at}",
                f"+callbacks.pause.marker={marker}"]
+    return command, env
+
+
+def start_training(run_dir: Path, overrides: list[str], pause_at: int,
+                   env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python train.py` in a subprocess, paused (see PauseAt) once `pause_at` steps are done."""
+    marker = run_dir.parent / "paused"
+    command, env = training_command(run_dir, overrides, pause_at, env)
     # Its own process group, which the test can signal whole, as a terminal or a scheduler does.
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
@@ -203,6 +213,37 @@ def test_sigterm_saves_a_resumable_checkpoint_after_the_current_step(tmp_path: P
     assert_same_training_state(load(last), expected)
 
 
+def test_slurm_time_limit_signal_saves_requeues_and_the_requeued_job_resumes_exactly(
+        tmp_path: Path, uninterrupted: tuple[list[str], dict]) -> None:
+    overrides, expected = uninterrupted
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    # A task of an sbatch job started by srun, with a stand-in scontrol that records what it is asked.
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol-calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm_env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1",
+                 "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "led-train"}
+    job = [*overrides, "data.num_workers=2", "ckpt_path=last"]  # the command of the sbatch script
+
+    # `#SBATCH --signal=USR1@90`: SLURM signals every process of the job step, DataLoader workers included.
+    process = start_training(run, job, pause_at=4, env=slurm_env)
+    os.killpg(process.pid, signal.SIGUSR1)  # during step 5: it finishes, last.ckpt is saved, then the requeue
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr[-3000:]
+    assert calls.read_text().splitlines() == ["requeue 4242"]
+    assert "requeued SLURM job 4242" in stdout + stderr  # Hydra's log handler writes to stdout
+    assert load(last)["global_step"] == 5 and not list(last.parent.glob(".*.partial"))
+    assert not list(run.glob("hpc_ckpt_*.ckpt"))  # Lightning's own SLURM handler did not run
+
+    # SLURM starts the requeued job with the same command (and job id): it resumes from last.ckpt.
+    command, env = training_command(run, job, pause_at=4, env=slurm_env)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_training_state(load(last), expected)
+    assert calls.read_text().splitlines() == ["requeue 4242"]  # no signal, no second requeue
+
+
 def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tmp_path: Path, uninterrupted: tuple[list[str], dict]) -> None:
     overrides, _ = uninterrupted
     sigint_handler = signal.getsignal(signal.SIGINT)
@@ -219,16 +260,17 @@ def test_sigterm_during_the_final_validation_stops_at_once_and_says_how_to_evalu
     overrides, _ = uninterrupted
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
-    cfg = make_config(tmp_path, *overrides, "trainer.max_steps=3",
+    # 4 steps: the loop's own validation runs at step 3, so the final weights need a validation of their own.
+    cfg = make_config(tmp_path, *overrides, "trainer.max_steps=4",
                       "+callbacks.stop._target_=test_resume.SignalInFinalValidation")
     with pytest.raises(SystemExit) as stopped:
         train(cfg)
     message = str(stopped.value)
     assert message.startswith(
-        "training finished at step 3, but a signal stopped the run before the final validation: metrics.json was not "
+        "training finished at step 4, but a signal stopped the run before the final validation: metrics.json was not "
         f"written. The weights are in {last}; compute the metrics with `python evaluate.py ckpt_path={last} "
-        "split=validation limit=1 '~generation' +generation.num_beams=1 +generation.max_new_tokens=4 ")
-    assert "\n" not in message and load(last)["global_step"] == 3
+        f"split=validation limit=1 output_dir={run / 'final_validation'}`")
+    assert "\n" not in message and load(last)["global_step"] == 4
     assert files(run) == FILES_AT_SIGNAL[str(run)]  # nothing written (or damaged) after the signal
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
 

@@ -1,6 +1,7 @@
 """Sweeps: `python train.py -m ...` leaves a summary table (led/sweep.py) that survives failed jobs, the Optuna
 search (conf/hparams_search/) runs trials, and the SLURM launcher (conf/hydra/launcher/slurm.yaml) asks for
-what the trainer config says. The plugin tests are skipped when the optional extras are not installed."""
+what the trainer config says. The plugin tests need the `sweep` and `cluster` extras (.ci/run installs them) and are
+skipped without them."""
 
 from __future__ import annotations
 
@@ -85,6 +86,8 @@ def test_slurm_launcher_follows_the_trainer_config(tmp_path: Path) -> None:
     run_sweep(tmp_path, "-m", *overrides, "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=90",
               "optimizer.lr=1e-5,3e-5", env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
     script = (tmp_path / "job.sh").read_text()
+    # USR2 before the time limit: what led.training.slurm expects under this launcher (SUBMITIT_EXECUTOR=slurm).
     for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu", "--time=90",
-                 "--array=0-1"):
+                 "--array=0-1", f"--signal=USR2@{launcher.signal_delay_s}"):
         assert f"#SBATCH {line}" in script, line
+    assert "export SUBMITIT_EXECUTOR=slurm" in script and "\nsrun " in script

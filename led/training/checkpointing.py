@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from led.files import write_atomically
+from led.training.distributed import gather_objects
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +120,7 @@ def checkpoint_mismatch(path: Path, module: torch.nn.Module) -> str | None:
 # ---------------------------------------------------------------------------------------------- random states
 def rng_states() -> list[dict[str, Any]]:
     """The random states of every rank (index = global rank); a collective call under DDP/FSDP."""
-    state = _local_rng_state()
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [state]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, state)
-    return gathered
+    return gather_objects(_local_rng_state())
 
 
 def restore_rng_states(states: list[dict[str, Any]], rank: int, world_size: int) -> None:

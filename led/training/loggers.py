@@ -1,9 +1,12 @@
-"""Loggers of the training framework (conf/logger/)."""
+"""Loggers of the training framework (conf/logger/): the CSV logger a resumed run continues, and the check that an
+optional logger's package is installed."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
@@ -11,6 +14,25 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 log = logging.getLogger(__name__)
+
+# Loggers whose package is an optional extra (pyproject.toml): Lightning imports it only when the logger is built, and
+# then fails with a traceback. logger class -> (the modules any one of which it can use, the extra that installs one).
+OPTIONAL_LOGGERS = {"WandbLogger": (("wandb",), "wandb"),
+                    "TensorBoardLogger": (("tensorboard", "tensorboardX"), "tensorboard")}
+
+
+def missing_logger_packages(loggers: Mapping[str, Any] | None) -> list[str]:
+    """One message per chosen logger (conf/logger/ nodes, by name) whose package is not installed, with the command
+    that installs it; checked with the other settings, before any work."""
+    problems = []
+    for name, node in (loggers or {}).items():
+        target = str((node or {}).get("_target_", "")) if isinstance(node, Mapping) else ""
+        modules, extra = OPTIONAL_LOGGERS.get(target.rsplit(".", 1)[-1], ((), ""))
+        if modules and not any(importlib.util.find_spec(module) for module in modules):
+            problems.append(f"logger.{name} ({target}) needs the {modules[0]} package, which is not installed: "
+                            f"pip install -e '.[{extra}]' (or pip install {modules[0]}), or choose another logger, "
+                            "e.g. logger=csv")
+    return problems
 
 
 class CSVLogger(LightningCSVLogger):
