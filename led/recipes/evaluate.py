@@ -312,15 +312,11 @@ def _load_lightning_checkpoint(path: Path) -> LoadedModel:
     except (OSError, RuntimeError, KeyError, ValueError) as error:
         raise EvaluationError(f"could not load {str(path)!r} as a Lightning checkpoint of LEDSummarizer: {error}") from error
     hparams = dict(module.hparams)
-    tokenizer = next((hparams[k] for k in _TOKENIZER_HPARAMS if isinstance(hparams.get(k), str)), None)
+    tokenizer = hparams.get("tokenizer")  # the run's trained tokenizer/ or the pretrained model's own
     data = checkpoint.get("datamodule_hyper_parameters")
     # The run's `generation` node: generate's keywords beside Hydra's `_target_` and `_partial_`.
     generation = model_generation_settings(module.model, dict(hparams.get("generation") or {}))
     return LoadedModel(module.model, tokenizer=tokenizer, data=dict(data) if data else None, generation=generation)
-
-
-# Module hyper-parameters that may name the tokenizer (or the pretrained directory that holds it), in order.
-_TOKENIZER_HPARAMS = ("tokenizer", "tokenizer_path", "pretrained", "model_name_or_path")
 
 
 def data_settings(cfg: DictConfig, loaded: LoadedModel) -> dict[str, Any]:
