@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from led.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +93,12 @@ class _ContinuingWriter(ExperimentWriter):
         self._write_rows(fieldnames, rows)
 
     def _write_rows(self, fieldnames: list[str], rows: list[dict[str, Any]]) -> None:
-        # Beside the file, then renamed over it: a crash while rewriting cannot cut the earlier rows short.
-        partial = f"{self.metrics_file_path}.partial"
-        with self._fs.open(partial, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
-        self._fs.mv(partial, self.metrics_file_path)
+        # Written whole or not at all: a crash while rewriting cannot cut the earlier rows short.
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomically(self.metrics_file_path, text.getvalue())
 
 
 def _step(row: dict[str, Any]) -> float:
