@@ -13,6 +13,7 @@ from led.models.led import (
     LEDOutput,
     shift_tokens_right,
 )
+from led.models.pegasus_x import PegasusXConfig, PegasusXForConditionalGeneration, PegasusXOutput
 
 __all__ = ["EncoderDecoderModel", "LEDConfig", "LEDForConditionalGeneration", "LEDOutput", "DecoderCache",
-           "shift_tokens_right"]
+           "shift_tokens_right", "PegasusXConfig", "PegasusXForConditionalGeneration", "PegasusXOutput"]

@@ -71,16 +71,17 @@ class LEDEncoderLayer(nn.Module):
 
 
 class DecoderAttention(nn.Module):
-    """BART multi-head attention, used for decoder self-attention and cross-attention."""
+    """BART multi-head attention, used for decoder self-attention and cross-attention (PEGASUS-X's without
+    biases)."""
 
-    def __init__(self, d_model: int, heads: int, dropout: float):
+    def __init__(self, d_model: int, heads: int, dropout: float, bias: bool = True):
         super().__init__()
         self.heads = heads
         self.dropout = dropout
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(B, S, d_model) -> keys and values (B, H, S, D)."""
@@ -95,6 +96,18 @@ class DecoderAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                              dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, d_model))
+
+    def grouped(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
+        """Cross-attention. x: (B * n, T, d_model); kv: (B, H, S, D), one row per group of n consecutive rows of x.
+
+        Beam search keeps one cross-attention row for the n beams of an input: its beams become extra
+        queries of that row, so each step reads the encoder keys/values once instead of n times."""
+        rows = kv[0].shape[0]
+        if rows == x.shape[0]:
+            return self(x, kv[0], kv[1], mask)
+        batch, length, d_model = x.shape
+        grouped = x.reshape(rows, (batch // rows) * length, d_model)
+        return self(grouped, kv[0], kv[1], mask).reshape(batch, length, d_model)
 
 
 class DecoderCache:
@@ -154,7 +167,7 @@ class LEDDecoderLayer(nn.Module):
         causal = self_mask is None and past_kv is None and x.shape[1] > 1
         h = self.self_attn(x, k, v, self_mask, is_causal=causal)
         x = self.self_attn_layer_norm(x + F.dropout(h, self.dropout, self.training))
-        h = self._cross_attention(x, cross_kv, cross_mask)
+        h = self.encoder_attn.grouped(x, cross_kv, cross_mask)
         x = self.encoder_attn_layer_norm(x + F.dropout(h, self.dropout, self.training))
         x = self.final_layer_norm(x + F.dropout(_feed_forward(self, x), self.dropout, self.training))
         return x, (k, v)
@@ -163,18 +176,6 @@ class LEDDecoderLayer(nn.Module):
         """(B, S, d_model) encoder output -> this layer's cross-attention keys and values (B, H, S, D), for a
         decoding cache (under FSDP, generation runs with the weights gathered: led.training.distributed)."""
         return self.encoder_attn.project_kv(encoder_hidden_states)
-
-    def _cross_attention(self, x: Tensor, cross_kv: tuple[Tensor, Tensor], cross_mask: Tensor | None) -> Tensor:
-        """x: (B * n, T, d_model); cross_kv: (B, H, S, D), one row per group of n consecutive rows of x.
-
-        Beam search keeps one cross-attention row for the n beams of an input: its beams become extra
-        queries of that row, so each step reads the encoder keys/values once instead of n times."""
-        rows = cross_kv[0].shape[0]
-        if rows == x.shape[0]:
-            return self.encoder_attn(x, cross_kv[0], cross_kv[1], cross_mask)
-        batch, length, d_model = x.shape
-        grouped = x.reshape(rows, (batch // rows) * length, d_model)
-        return self.encoder_attn(grouped, cross_kv[0], cross_kv[1], cross_mask).reshape(batch, length, d_model)
 
 
 def _run_layer(layer: nn.Module, checkpointed: bool, *args: Any) -> Any:
