@@ -144,19 +144,51 @@ def compute_rouge(
     (the `confidence` interval from `bootstrap` resamples, omitted when `bootstrap=0`); and
     `num_examples`. Flat so it can go straight to a logger or into `metrics.json`.
     """
-    if not predictions:
+    return corpus_rouge(rouge_per_example(predictions, references), bootstrap=bootstrap, seed=seed,
+                        confidence=confidence)
+
+
+def corpus_rouge(scores: np.ndarray, *, bootstrap: int = 1000, seed: int = 0,
+                 confidence: float = 0.95) -> dict[str, float]:
+    """`compute_rouge`'s result from per-example scores (N, 4) (`rouge_per_example`), for a caller that keeps them."""
+    if not len(scores):
         raise DataError("compute_rouge got no examples: give at least one prediction and reference")
     if bootstrap < 0:
         raise ConfigError(f"bootstrap={bootstrap} is invalid: give the number of resamples (0 to skip intervals)")
-    scores = rouge_per_example(predictions, references)
     result: dict[str, float] = {name: float(v) for name, v in zip(ROUGE_TYPES, scores.mean(axis=0))}
     if bootstrap:
         low, high = bootstrap_interval(scores, resamples=bootstrap, seed=seed, confidence=confidence)
         for name, lo, hi in zip(ROUGE_TYPES, low, high):
             result[f"{name}_low"] = float(lo)
             result[f"{name}_high"] = float(hi)
-    result["num_examples"] = len(predictions)
+    result["num_examples"] = int(scores.shape[0])
     return result
+
+
+def rouge_by_length(lengths: Sequence[int], scores: Mapping[str, np.ndarray], *, bootstrap: int = 1000,
+                    seed: int = 0, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Corpus ROUGE per quartile of `lengths` (input tokens) for each system's per-example scores (N, 4).
+
+    Bucket k holds the examples with `bounds[k-1] < length <= bounds[k]` (quartile edges; ties can leave a bucket
+    empty, and empty buckets are left out). Each bucket: `low`/`high` (smallest and largest length in it), `count`,
+    and per system `corpus_rouge` with intervals: whether a model's lead over the baseline holds on long inputs, the
+    ones LED exists for.
+    """
+    values = np.asarray(lengths, dtype=np.int64)
+    edges = np.quantile(values, [0.25, 0.5, 0.75]) if len(values) else np.array([])
+    bucket_of = np.searchsorted(edges, values, side="left")  # (N,): 0..3
+    buckets = []
+    for k in range(4):
+        members = np.flatnonzero(bucket_of == k)
+        if len(members) == 0:
+            continue
+        buckets.append({
+            "quartile": k + 1, "low": int(values[members].min()), "high": int(values[members].max()),
+            "count": len(members),
+            "systems": {name: corpus_rouge(system[members], bootstrap=bootstrap, seed=seed, confidence=confidence)
+                        for name, system in scores.items()},
+        })
+    return buckets
 
 
 def format_table(results: Mapping[str, Mapping[str, float]] | Mapping[str, float]) -> str:

@@ -36,7 +36,15 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from led.errors import ConfigError, UserError
 from led.files import write_text_atomically
-from led.metrics import compute_rouge, format_table, lead_baseline
+from led.metrics import (
+    ROUGE_TYPES,
+    corpus_rouge,
+    format_table,
+    lead_baseline,
+    rouge_by_length,
+    rouge_per_example,
+)
+from led.report import write_report_safely
 
 if TYPE_CHECKING:
     from led.data.datamodule import SummarizationDataModule
@@ -47,6 +55,7 @@ log = logging.getLogger(__name__)
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
 PREDICTION_FIELDS = ("prediction", "reference")
+DOCUMENT_START_CHARS = 600  # of each document, in predictions.jsonl: enough to see what the summary is about
 _FIELDS_HINT = ("A predictions file holds one record per line with text fields 'prediction' and 'reference' (an "
                 "'id' is optional)")
 
@@ -117,14 +126,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         source = str(Path(cfg.predictions).resolve())
     else:
         predicted = predict(cfg)
-        write_jsonl(output_dir / PREDICTIONS_FILE, predicted.records)
         source = str(cfg.ckpt_path)
 
     references = [r["reference"] for r in predicted.records]
     rouge = _plain(cfg.rouge)
-    systems = {"model": compute_rouge([r["prediction"] for r in predicted.records], references, **rouge)}
+    # Per example, kept: predictions.jsonl records them and the by-length table buckets them.
+    scores = {"model": rouge_per_example([r["prediction"] for r in predicted.records], references)}
     for name, outputs in predicted.baselines.items():
-        systems[name] = compute_rouge(outputs, references, **rouge)
+        scores[name] = rouge_per_example(outputs, references)
+    systems = {name: corpus_rouge(system, **rouge) for name, system in scores.items()}
+    if not cfg.predictions:
+        for record, row in zip(predicted.records, scores["model"]):
+            record.update({name: round(float(value), 2) for name, value in zip(ROUGE_TYPES, row)})
+        write_jsonl(output_dir / PREDICTIONS_FILE, predicted.records)
     metrics: dict[str, Any] = {
         **systems["model"],
         "source": source,
@@ -134,12 +148,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         metrics["generation"] = predicted.generation
     if predicted.baselines:
         metrics["baselines"] = {name: systems[name] for name in predicted.baselines}
+    if predicted.records and all("input_tokens" in r for r in predicted.records):
+        metrics["by_length"] = rouge_by_length([r["input_tokens"] for r in predicted.records], scores, **rouge)
 
     write_text_atomically(output_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     confidence = round(rouge["confidence"] * 100)
     print(f"ROUGE F1 x100, mean over examples [{confidence}% bootstrap interval] for {source}")
     print(format_table(systems))
     print(f"wrote {output_dir / METRICS_FILE}")
+    write_report_safely(output_dir)
     return metrics
 
 
@@ -176,10 +193,14 @@ def predict(cfg: DictConfig) -> Predicted:
     references = datamodule.references(cfg.split)
     count = len(references) if cfg.limit is None else min(int(cfg.limit), len(references))
     predictions = generate_summaries(model, datamodule, cfg.split, count, generation, device)
-    records = [{"id": i, "prediction": predictions[i], "reference": references[i]} for i in range(count)]
+    documents = datamodule.documents(cfg.split)[:count]
+    # Untruncated lengths: the share the model never saw, and the by-length table's buckets.
+    input_tokens = [len(ids) for ids in datamodule.tokenizer.encode_batch(documents)]
+    records = [{"id": i, "prediction": predictions[i], "reference": references[i], "input_tokens": input_tokens[i],
+                "truncated": input_tokens[i] > datamodule.max_input_length,
+                "document_start": documents[i][:DOCUMENT_START_CHARS]} for i in range(count)]
     baselines: dict[str, list[str]] = {}
     if cfg.baseline == "lead":
-        documents = datamodule.documents(cfg.split)
         baselines["lead"] = [lead_baseline(documents[i], references[i]) for i in range(count)]
     return Predicted(records, baselines, generation)
 

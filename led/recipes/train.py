@@ -26,6 +26,7 @@ from led.config_check import setting_problems
 from led.data.datamodule import SummarizationDataModule
 from led.errors import ConfigError
 from led.files import write_text_atomically
+from led.report import write_report_safely
 from led.signals import StopRequested, stop_at_once_on_signals
 from led.training.callbacks import ResumeCheckpoint
 from led.training.checkpointing import (
@@ -85,6 +86,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
         write_samples(run_dir / "samples.jsonl", module)
+        write_report_safely(run_dir)  # report.html: a failure to draw is a warning, not a failed run
         log.info("final validation: %s", json.dumps(metrics))
         print(format_summary(metrics, run_dir))
     return metrics
@@ -266,8 +268,9 @@ def format_summary(metrics: dict[str, Any], run_dir: Path) -> str:
     rows += [f"  {name:<10}{metrics[name]:7.2f}" for name in names]
     if "lead_rouge1" in metrics:
         rows.append(f"  lead baseline rouge1 {metrics['lead_rouge1']:.2f} (the document's first sentences)")
-    return "\n".join([f"Finished in {metrics['train_minutes']:.1f} min, step {metrics['global_step']}:", *rows,
-                      f"Run directory: {run_dir}"])
+    report = run_dir / "report.html"
+    rows.append(f"Run directory: {run_dir}" + (f" (curves, metrics and samples: {report})" if report.is_file() else ""))
+    return "\n".join([f"Finished in {metrics['train_minutes']:.1f} min, step {metrics['global_step']}:", *rows])
 
 
 def report_changed_settings(saved: Path, cfg: DictConfig) -> None:

@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from led.files import write_text_atomically
+from led.report import write_report_safely
 
 JOB_FILE = "sweep_job.json"
 METRIC_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "loss", "lead_rouge1", "global_step", "train_minutes")
@@ -80,6 +81,8 @@ class SweepSummary(Callback):
                              "error": job["error"]})
         path = sweep_dir / self.filename
         write_text_atomically(path, out.getvalue())
+        if self.filename == "summary.csv":  # the page reads that name (led.report.sweep)
+            write_report_safely(sweep_dir)
         return path
 
 
