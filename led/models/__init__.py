@@ -13,7 +13,11 @@ from led.models.led import (
     LEDOutput,
     shift_tokens_right,
 )
-from led.models.pegasus_x import PegasusXConfig, PegasusXForConditionalGeneration, PegasusXOutput
+from led.models.pegasus_x import (
+    PegasusXConfig,
+    PegasusXForConditionalGeneration,
+    PegasusXOutput,
+)
 
 __all__ = ["EncoderDecoderModel", "LEDConfig", "LEDForConditionalGeneration", "LEDOutput", "DecoderCache",
            "shift_tokens_right", "PegasusXConfig", "PegasusXForConditionalGeneration", "PegasusXOutput"]

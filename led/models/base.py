@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Self
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from led.models.checkpoint import load_pretrained, save_pretrained
@@ -26,12 +28,27 @@ class ModelConfig(Protocol):
     bos_token_id: int
     eos_token_id: int
     decoder_start_token_id: int
+    init_std: float  # the standard deviation of the initial weights
     extra: dict[str, Any]  # other keys of config.json, e.g. the generation settings of older checkpoints
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> Self: ...
 
     def save(self, directory: str | os.PathLike) -> None: ...
+
+
+def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) -> Tensor:
+    """Teacher-forcing decoder inputs: labels shifted one step right, start token first, -100 -> pad."""
+    shifted = labels.new_full(labels.shape, decoder_start_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+@dataclass
+class Seq2SeqOutput:
+    logits: Tensor  # (B, T, V)
+    encoder_last_hidden_state: Tensor  # (B, S, d_model)
+    loss: Tensor | None = None  # mean cross-entropy over labels != -100
 
 
 class DecodingCache(Protocol):
@@ -56,11 +73,65 @@ class EncoderDecoderModel(nn.Module, ABC):
         # generate()'s defaults from a checkpoint (generation_config.json / config.json); None: the config's ids.
         self.generation_config: GenerationConfig | None = None
 
+    # --- shared forward and initialisation ------------------------------------------------------
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                global_attention_mask: Tensor | None = None, decoder_input_ids: Tensor | None = None,
+                decoder_attention_mask: Tensor | None = None, labels: Tensor | None = None,
+                encoder_hidden_states: Tensor | None = None) -> Seq2SeqOutput:
+        """input_ids (B, S); labels (B, T) with -100 where no loss is wanted; `global_attention_mask` goes to
+        `encode` when given (a family without global attention refuses it there).
+
+        Returns logits (B, T, V), the encoder output (B, S, d_model) and, with labels, the mean
+        cross-entropy over labels != -100. Without decoder_input_ids they are the labels shifted right.
+        """
+        if encoder_hidden_states is None:
+            if input_ids is None:
+                raise ValueError("forward() needs input_ids (or precomputed encoder_hidden_states)")
+            encoder_kwargs = {} if global_attention_mask is None else {"global_attention_mask": global_attention_mask}
+            encoder_hidden_states = self.encode(input_ids, attention_mask, **encoder_kwargs)
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("forward() needs decoder_input_ids or labels to build the decoder inputs")
+            decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id,
+                                                   self.config.decoder_start_token_id)
+        logits = self.decode(decoder_input_ids, encoder_hidden_states, attention_mask,
+                             decoder_attention_mask=decoder_attention_mask)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
+                                   ignore_index=-100)
+        return Seq2SeqOutput(logits=logits, encoder_last_hidden_state=encoder_hidden_states, loss=loss)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """`transformers`' initialisation of these families: N(0, init_std) weights, zero biases (and padding
+        embedding rows), unit LayerNorms."""
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.normal_(0.0, std)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, std)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+
     # --- what a family implements ---------------------------------------------------------------
 
     @abstractmethod
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None, **encoder_kwargs: Any) -> Tensor:
         """(B, S) token ids, attention_mask (B, S) 1 token / 0 pad -> encoder hidden states (B, S, D)."""
+
+    @abstractmethod
+    def decode(self, decoder_input_ids: Tensor, encoder_hidden_states: Tensor | None,
+               encoder_attention_mask: Tensor | None = None, cache: Any = None,
+               decoder_attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T) decoder ids -> logits (B, T, V). With a cache, only the new tokens are given."""
 
     @abstractmethod
     def new_cache(self, encoder_hidden_states: Tensor) -> DecodingCache:

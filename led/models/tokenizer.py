@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import (
@@ -30,6 +30,7 @@ from tokenizers.models import BPE
 
 from led.files import write_text_atomically
 from led.models.hub import resolve_model_dir
+from led.models.tokenizer_base import TokenizerBase
 
 BOS, PAD, EOS, UNK, MASK = "<s>", "<pad>", "</s>", "<unk>", "<mask>"
 # Order fixes the ids of a freshly trained vocabulary: <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4.
@@ -41,12 +42,16 @@ VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
 
 
-class LEDTokenizer:
+class LEDTokenizer(TokenizerBase):
     """Byte-level BPE tokenizer of LED/BART, wrapping a `tokenizers.Tokenizer`.
 
     Build it with `from_pretrained` (a directory or Hub id), `from_files` (vocab.json + merges.txt) or
     `train` (a new vocabulary for models trained from scratch). The wrapped tokenizer is `.backend`.
     """
+
+    specials_around_text = "<s> and </s>"
+    num_specials_around_text = 2
+    eos_token = EOS
 
     def __init__(self, backend: Tokenizer) -> None:
         missing = [t for t in SPECIAL_TOKENS[:4] if backend.token_to_id(t) is None]
@@ -59,7 +64,7 @@ class LEDTokenizer:
         # (a tokenizer.json saved elsewhere may carry such settings).
         backend.no_truncation()
         backend.no_padding()
-        self.backend = backend
+        super().__init__(backend)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -126,56 +131,8 @@ class LEDTokenizer:
         return self._id(PAD)
 
     @property
-    def eos_token_id(self) -> int:
-        return self._id(EOS)
-
-    @property
     def unk_token_id(self) -> int:
         return self._id(UNK)
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of ids, added tokens included (what the embedding table must hold)."""
-        return self.backend.get_vocab_size(with_added_tokens=True)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def _id(self, token: str) -> int:
-        token_id = self.backend.token_to_id(token)
-        assert token_id is not None  # checked in __init__
-        return token_id
-
-    # ------------------------------------------------------------------ encode / decode
-    def encode(self, text: str, max_length: int | None = None) -> list[int]:
-        """`<s> text </s>` as ids; with `max_length`, the text is cut so the result ends in `</s>`."""
-        return self._truncate(self.backend.encode(text).ids, max_length)
-
-    def encode_batch(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
-        """`encode` for many texts at once (parallel in the Rust backend)."""
-        encodings = self.backend.encode_batch(list(texts))
-        return [self._truncate(e.ids, max_length) for e in encodings]
-
-    def _truncate(self, ids: list[int], max_length: int | None) -> list[int]:
-        if max_length is None or len(ids) <= max_length:
-            return ids
-        if max_length < 2:
-            raise ValueError(f"max_length={max_length} must be >= 2 to hold <s> and </s> (or None for no limit)")
-        # same result as transformers' truncation=True: <s> + the first max_length-2 tokens + </s>
-        return ids[: max_length - 1] + [self.eos_token_id]
-
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-        """Ids back to text. Negative ids (the -100 label padding) are dropped.
-
-        No "clean-up" of spaces before punctuation is applied: arXiv/PubMed text is tokenised with
-        spaces around punctuation, and ROUGE must see the text as the model produced it.
-        """
-        return self.backend.decode(_valid_ids(ids), skip_special_tokens=skip_special_tokens)
-
-    def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True) -> list[str]:
-        """`decode` for each sequence of ids (e.g. a (B, T) tensor's rows)."""
-        rows = [_valid_ids(ids) for ids in batch]
-        return self.backend.decode_batch(rows, skip_special_tokens=skip_special_tokens)
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, directory: str | os.PathLike) -> None:
@@ -234,6 +191,3 @@ def _add_special_tokens(backend: Tokenizer) -> Tokenizer:
     )
     return backend
 
-
-def _valid_ids(ids: Iterable[int]) -> list[int]:
-    return [int(i) for i in ids if int(i) >= 0]

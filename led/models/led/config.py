@@ -7,12 +7,10 @@ Reads and writes Hugging Face `config.json` files (`model_type: "led"`); keys th
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from led.files import write_text_atomically
+from led.models.config_file import ConfigFile
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
 
@@ -27,8 +25,10 @@ _ALIASES = {
 
 
 @dataclass
-class LEDConfig:
+class LEDConfig(ConfigFile):
     """Hyper-parameters of an LED model. Defaults are those of `transformers.LEDConfig` (led-large shape)."""
+
+    model_type: ClassVar[str] = "led"
 
     vocab_size: int = 50265
     d_model: int = 1024
@@ -133,36 +133,7 @@ class LEDConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LEDConfig:
         """Build from a Hugging Face `config.json` dictionary (or our own `to_dict()`)."""
-        data = dict(data)
-        model_type = data.pop("model_type", "led")
-        if model_type != "led":
-            raise ValueError(f"config model_type={model_type!r}: only LED checkpoints ('led') can be loaded")
-        for alias, name in _ALIASES.items():
-            if alias in data:
-                value = data.pop(alias)
-                data.setdefault(name, value)
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        extra = dict(data.pop("extra", {}))
-        kwargs = {}
-        for key, value in data.items():
-            (kwargs if key in names else extra)[key] = value
-        # transformers may store eos_token_id as a list; the model needs one id for shifting/generation.
-        if isinstance(kwargs.get("eos_token_id"), list):
-            extra["eos_token_ids"] = kwargs["eos_token_id"]
-            kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
-        return cls(**kwargs, extra=extra)
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> LEDConfig:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
-        try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from None
+        return cls._known_and_extra(data, _ALIASES, "LED")
 
     def to_dict(self) -> dict[str, Any]:
         """The `config.json` dictionary `transformers.LEDConfig` reads."""
@@ -174,10 +145,6 @@ class LEDConfig:
                     tie_word_embeddings=True)
         data["num_hidden_layers"] = self.encoder_layers
         return data
-
-    def save(self, directory: str | os.PathLike) -> None:
-        write_text_atomically(os.path.join(directory, "config.json"),
-                              json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 NAMED_SIZES: dict[str, dict[str, Any]] = {

@@ -9,7 +9,6 @@ checkpoint I/O come from `EncoderDecoderModel` (led.models.base).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,9 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from led.models.base import EncoderDecoderModel
+from led.models.base import EncoderDecoderModel, Seq2SeqOutput, shift_tokens_right
 from led.models.led.attention import EncoderMasks, LEDEncoderAttention
 from led.models.led.config import LEDConfig
+
+LEDOutput = Seq2SeqOutput  # the name `from led import LEDOutput` has always given
 
 _ACTIVATIONS = {
     "gelu": F.gelu,
@@ -31,20 +32,6 @@ _ACTIVATIONS = {
     "swish": F.silu,
     "tanh": torch.tanh,
 }
-
-
-def shift_tokens_right(labels: Tensor, pad_token_id: int, decoder_start_token_id: int) -> Tensor:
-    """Teacher-forcing decoder inputs: labels shifted one step right, start token first, -100 -> pad."""
-    shifted = labels.new_full(labels.shape, decoder_start_token_id)
-    shifted[:, 1:] = labels[:, :-1]
-    return shifted.masked_fill(shifted == -100, pad_token_id)
-
-
-@dataclass
-class LEDOutput:
-    logits: Tensor  # (B, T, V)
-    encoder_last_hidden_state: Tensor  # (B, S, d_model)
-    loss: Tensor | None = None  # mean cross-entropy over labels != -100
 
 
 def _feed_forward(layer: nn.Module, x: Tensor) -> Tensor:
@@ -316,49 +303,10 @@ class LEDForConditionalGeneration(EncoderDecoderModel):
         self.led.decoder.embed_tokens = self.led.shared
         self.lm_head.weight = self.led.shared.weight
 
-    @torch.no_grad()
     def reset_parameters(self) -> None:
-        """The initialisation of `transformers`' LED: N(0, init_std) weights, zero biases, unit LayerNorms."""
-        std = self.config.init_std
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                module.weight.normal_(0.0, std)
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.Embedding):
-                module.weight.normal_(0.0, std)
-                if module.padding_idx is not None:
-                    module.weight[module.padding_idx].zero_()
-            elif isinstance(module, nn.LayerNorm):
-                module.weight.fill_(1.0)
-                module.bias.zero_()
+        """`transformers`' LED initialisation (EncoderDecoderModel's), and a zero final_logits_bias."""
+        super().reset_parameters()
         self.final_logits_bias.zero_()
-
-    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
-                global_attention_mask: Tensor | None = None, decoder_input_ids: Tensor | None = None,
-                decoder_attention_mask: Tensor | None = None, labels: Tensor | None = None,
-                encoder_hidden_states: Tensor | None = None) -> LEDOutput:
-        """input_ids (B, S); labels (B, T) with -100 where no loss is wanted.
-
-        Returns logits (B, T, V), the encoder output (B, S, d_model) and, with labels, the mean
-        cross-entropy over labels != -100. Without decoder_input_ids they are the labels shifted right.
-        """
-        if encoder_hidden_states is None:
-            if input_ids is None:
-                raise ValueError("forward() needs input_ids (or precomputed encoder_hidden_states)")
-            encoder_hidden_states = self.encode(input_ids, attention_mask, global_attention_mask)
-        if decoder_input_ids is None:
-            if labels is None:
-                raise ValueError("forward() needs decoder_input_ids or labels to build the decoder inputs")
-            decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id,
-                                                   self.config.decoder_start_token_id)
-        logits = self.decode(decoder_input_ids, encoder_hidden_states, attention_mask,
-                             decoder_attention_mask=decoder_attention_mask)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
-                                   ignore_index=-100)
-        return LEDOutput(logits=logits, encoder_last_hidden_state=encoder_hidden_states, loss=loss)
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                global_attention_mask: Tensor | None = None) -> Tensor:

@@ -11,12 +11,10 @@ use 128 and relu): build from a checkpoint's config.json, or from `from_name`.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from led.files import write_text_atomically
+from led.models.config_file import ConfigFile
 from led.models.led.config import ACTIVATIONS
 
 # Keys of `transformers`' config.json that are aliases of ours (the attribute_map of PegasusXConfig).
@@ -25,8 +23,10 @@ _ALIASES = {"hidden_size": "d_model", "num_attention_heads": "encoder_attention_
 
 
 @dataclass
-class PegasusXConfig:
+class PegasusXConfig(ConfigFile):
     """Hyper-parameters of a PEGASUS-X model. Defaults are those of `transformers.PegasusXConfig`."""
+
+    model_type: ClassVar[str] = "pegasus_x"
 
     vocab_size: int = 96103
     d_model: int = 1024  # even: the sinusoidal positions are half sines, half cosines
@@ -113,36 +113,7 @@ class PegasusXConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PegasusXConfig:
         """Build from a Hugging Face `config.json` dictionary (or our own `to_dict()`)."""
-        data = dict(data)
-        model_type = data.pop("model_type", "pegasus_x")
-        if model_type != "pegasus_x":
-            raise ValueError(f"config model_type={model_type!r}: only PEGASUS-X checkpoints ('pegasus_x') can be "
-                             f"loaded by PegasusXForConditionalGeneration")
-        for alias, name in _ALIASES.items():
-            if alias in data:
-                data.setdefault(name, data.pop(alias))
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        extra = dict(data.pop("extra", {}))
-        kwargs = {}
-        for key, value in data.items():
-            (kwargs if key in names else extra)[key] = value
-        # transformers may store eos_token_id as a list; the model needs one id for shifting/generation.
-        if isinstance(kwargs.get("eos_token_id"), list):
-            extra["eos_token_ids"] = kwargs["eos_token_id"]
-            kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
-        return cls(**kwargs, extra=extra)
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> PegasusXConfig:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
-        try:
-            return cls.from_dict(data)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from None
+        return cls._known_and_extra(data, _ALIASES, "PEGASUS-X")
 
     def to_dict(self) -> dict[str, Any]:
         """The `config.json` dictionary `transformers.PegasusXConfig` reads."""
@@ -152,10 +123,6 @@ class PegasusXConfig:
         data.update(model_type="pegasus_x", architectures=["PegasusXForConditionalGeneration"],
                     is_encoder_decoder=True, tie_word_embeddings=True)
         return data
-
-    def save(self, directory: str | os.PathLike) -> None:
-        write_text_atomically(os.path.join(directory, "config.json"),
-                              json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 # The released google/pegasus-x-* checkpoints share everything but the size.

@@ -11,13 +11,12 @@ decoder attention, its cache and the beam grouping of cross-attention are LED's 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from led.models.base import EncoderDecoderModel
+from led.models.base import EncoderDecoderModel, Seq2SeqOutput
 from led.models.led.modeling import (
     DecoderAttention,
     DecoderCache,
@@ -25,7 +24,6 @@ from led.models.led.modeling import (
     _feed_forward,
     _run_layer,
     _skip_layer,
-    shift_tokens_right,
 )
 from led.models.pegasus_x.attention import PegasusXGlobalLocalAttention
 from led.models.pegasus_x.config import PegasusXConfig
@@ -36,11 +34,7 @@ GLOBAL_ATTENTION_MASK_ERROR = (
     "(it is an LED input)")
 
 
-@dataclass
-class PegasusXOutput:
-    logits: Tensor  # (B, T, V)
-    encoder_last_hidden_state: Tensor  # (B, S, d_model)
-    loss: Tensor | None = None  # mean cross-entropy over labels != -100
+PegasusXOutput = Seq2SeqOutput
 
 
 def sinusoidal_positions(start: int, length: int, d_model: int, like: Tensor) -> Tensor:
@@ -228,52 +222,6 @@ class PegasusXForConditionalGeneration(EncoderDecoderModel):
         self.model.encoder.embed_tokens = self.model.shared
         self.model.decoder.embed_tokens = self.model.shared
         self.lm_head.weight = self.model.shared.weight
-
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """The initialisation of `transformers`' PEGASUS-X: N(0, init_std) weights, zero biases, unit LayerNorms."""
-        std = self.config.init_std
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                module.weight.normal_(0.0, std)
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.Embedding):
-                module.weight.normal_(0.0, std)
-                if module.padding_idx is not None:
-                    module.weight[module.padding_idx].zero_()
-            elif isinstance(module, nn.LayerNorm):
-                module.weight.fill_(1.0)
-                module.bias.zero_()
-
-    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
-                global_attention_mask: Tensor | None = None, decoder_input_ids: Tensor | None = None,
-                decoder_attention_mask: Tensor | None = None, labels: Tensor | None = None,
-                encoder_hidden_states: Tensor | None = None) -> PegasusXOutput:
-        """input_ids (B, S); labels (B, T) with -100 where no loss is wanted. `global_attention_mask` (LED's)
-        must be None.
-
-        Returns logits (B, T, V), the encoder output (B, S, d_model) and, with labels, the mean
-        cross-entropy over labels != -100. Without decoder_input_ids they are the labels shifted right.
-        """
-        if global_attention_mask is not None:
-            raise ValueError(GLOBAL_ATTENTION_MASK_ERROR)
-        if encoder_hidden_states is None:
-            if input_ids is None:
-                raise ValueError("forward() needs input_ids (or precomputed encoder_hidden_states)")
-            encoder_hidden_states = self.encode(input_ids, attention_mask)
-        if decoder_input_ids is None:
-            if labels is None:
-                raise ValueError("forward() needs decoder_input_ids or labels to build the decoder inputs")
-            decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id,
-                                                   self.config.decoder_start_token_id)
-        logits = self.decode(decoder_input_ids, encoder_hidden_states, attention_mask,
-                             decoder_attention_mask=decoder_attention_mask)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
-                                   ignore_index=-100)
-        return PegasusXOutput(logits=logits, encoder_last_hidden_state=encoder_hidden_states, loss=loss)
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                global_attention_mask: Tensor | None = None) -> Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import (
@@ -36,6 +36,7 @@ from tokenizers.models import Unigram
 
 from led.files import write_text_atomically
 from led.models.hub import resolve_model_dir
+from led.models.tokenizer_base import TokenizerBase
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 MASK_SENT, MASK = "<mask_1>", "<mask_2>"  # gap-sentence mask, masked-word mask
@@ -49,12 +50,16 @@ SPM_FILE = "spiece.model"
 METASPACE = "▁"
 
 
-class PegasusTokenizer:
+class PegasusTokenizer(TokenizerBase):
     """SentencePiece Unigram tokenizer of PEGASUS / PEGASUS-X, wrapping a `tokenizers.Tokenizer`.
 
     Build it with `from_pretrained` (a directory or Hub id holding `tokenizer.json`) or `train` (a new
     vocabulary for models trained from scratch). The wrapped tokenizer is `.backend`.
     """
+
+    specials_around_text = "</s>"
+    num_specials_around_text = 1
+    eos_token = EOS
 
     def __init__(self, backend: Tokenizer) -> None:
         missing = [t for t in (PAD, EOS) if backend.token_to_id(t) is None]
@@ -66,7 +71,7 @@ class PegasusTokenizer:
         # Truncation and padding are done in `encode`, so the backend must not do either on its own.
         backend.no_truncation()
         backend.no_padding()
-        self.backend = backend
+        super().__init__(backend)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -109,52 +114,8 @@ class PegasusTokenizer:
         return self._id(PAD)
 
     @property
-    def eos_token_id(self) -> int:
-        return self._id(EOS)
-
-    @property
     def unk_token_id(self) -> int | None:
         return self.backend.token_to_id(UNK)
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of ids, added tokens included (what the embedding table must hold)."""
-        return self.backend.get_vocab_size(with_added_tokens=True)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def _id(self, token: str) -> int:
-        token_id = self.backend.token_to_id(token)
-        assert token_id is not None  # checked in __init__
-        return token_id
-
-    # ------------------------------------------------------------------ encode / decode
-    def encode(self, text: str, max_length: int | None = None) -> list[int]:
-        """`text </s>` as ids; with `max_length`, the text is cut so the result ends in `</s>`."""
-        return self._truncate(self.backend.encode(text).ids, max_length)
-
-    def encode_batch(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
-        """`encode` for many texts at once (parallel in the Rust backend)."""
-        encodings = self.backend.encode_batch(list(texts))
-        return [self._truncate(e.ids, max_length) for e in encodings]
-
-    def _truncate(self, ids: list[int], max_length: int | None) -> list[int]:
-        if max_length is None or len(ids) <= max_length:
-            return ids
-        if max_length < 1:
-            raise ValueError(f"max_length={max_length} must be >= 1 to hold </s> (or None for no limit)")
-        # same result as transformers' truncation=True: the first max_length-1 tokens + </s>
-        return ids[: max_length - 1] + [self.eos_token_id]
-
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
-        """Ids back to text. Negative ids (the -100 label padding) are dropped; no space clean-up is applied."""
-        return self.backend.decode(_valid_ids(ids), skip_special_tokens=skip_special_tokens)
-
-    def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True) -> list[str]:
-        """`decode` for each sequence of ids (e.g. a (B, T) tensor's rows)."""
-        rows = [_valid_ids(ids) for ids in batch]
-        return self.backend.decode_batch(rows, skip_special_tokens=skip_special_tokens)
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, directory: str | os.PathLike) -> None:
@@ -191,6 +152,3 @@ def _assemble(model: Unigram) -> Tokenizer:
 def _eos_template(eos_id: int) -> processors.TemplateProcessing:
     return processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A $B {EOS}", special_tokens=[(EOS, eos_id)])
 
-
-def _valid_ids(ids: Iterable[int]) -> list[int]:
-    return [int(i) for i in ids if int(i) >= 0]

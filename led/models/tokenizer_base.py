@@ -1,0 +1,76 @@
+"""What the families' tokenizers share: a `tokenizers.Tokenizer` backend whose post-processor adds the special
+tokens, truncation that keeps `</s>` last (as `transformers`' `truncation=True`), and decoding that drops the -100
+label padding. A family's tokenizer (`led.models.tokenizer.LEDTokenizer`, `led.models.pegasus_x.tokenizer.
+PegasusTokenizer`) adds loading, training and saving in its own format."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+from tokenizers import Tokenizer
+
+
+class TokenizerBase:
+    # The special tokens `encode` puts around a text (e.g. "<s> and </s>"), for the truncation message, and how
+    # many there are: `max_length` must leave room for them.
+    specials_around_text: ClassVar[str]
+    num_specials_around_text: ClassVar[int]
+    eos_token: ClassVar[str]
+
+    def __init__(self, backend: Tokenizer) -> None:
+        self.backend = backend
+
+    @property
+    def eos_token_id(self) -> int:
+        return self._id(self.eos_token)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, added tokens included (what the embedding table must hold)."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def _id(self, token: str) -> int:
+        token_id = self.backend.token_to_id(token)
+        assert token_id is not None  # a family's __init__ checks its special tokens
+        return token_id
+
+    def encode(self, text: str, max_length: int | None = None) -> list[int]:
+        """The text with its special tokens as ids; with `max_length`, the text is cut so the result ends in
+        `</s>`."""
+        return self._truncate(self.backend.encode(text).ids, max_length)
+
+    def encode_batch(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
+        """`encode` for many texts at once (parallel in the Rust backend)."""
+        encodings = self.backend.encode_batch(list(texts))
+        return [self._truncate(e.ids, max_length) for e in encodings]
+
+    def _truncate(self, ids: list[int], max_length: int | None) -> list[int]:
+        if max_length is None or len(ids) <= max_length:
+            return ids
+        if max_length < self.num_specials_around_text:
+            raise ValueError(f"max_length={max_length} must be >= {self.num_specials_around_text} to hold "
+                             f"{self.specials_around_text} (or None for no limit)")
+        # same result as transformers' truncation=True: the first max_length-1 ids (any start token among them)
+        # and </s>
+        return ids[: max_length - 1] + [self.eos_token_id]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        """Ids back to text. Negative ids (the -100 label padding) are dropped.
+
+        No "clean-up" of spaces before punctuation is applied: arXiv/PubMed text is tokenised with
+        spaces around punctuation, and ROUGE must see the text as the model produced it.
+        """
+        return self.backend.decode(_valid_ids(ids), skip_special_tokens=skip_special_tokens)
+
+    def decode_batch(self, batch: Iterable[Iterable[int]], skip_special_tokens: bool = True) -> list[str]:
+        """`decode` for each sequence of ids (e.g. a (B, T) tensor's rows)."""
+        rows = [_valid_ids(ids) for ids in batch]
+        return self.backend.decode_batch(rows, skip_special_tokens=skip_special_tokens)
+
+
+def _valid_ids(ids: Iterable[int]) -> list[int]:
+    return [int(i) for i in ids if int(i) >= 0]
