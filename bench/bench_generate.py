@@ -1,10 +1,12 @@
-"""Generation (encoder once + token-by-token decoding) of our LED against `transformers`' LED.
+"""Generation (encoder once + token-by-token decoding) of our model against `transformers`', LED or PEGASUS-X.
 
 Same random weights, same input, same process. Each case is timed after one warm-up run of each, as the
-median of `--repeats` runs (ours and theirs alternating), and the two outputs are compared token for token.
+median of `--repeats` runs (ours and theirs alternating), and the two outputs must be equal token for token
+(the script stops with an error where they are not).
 
     python bench/bench_generate.py                    # 4,096-token input, greedy 128 and beam-4 64 tokens
     python bench/bench_generate.py --length 1024 --repeats 5
+    python bench/bench_generate.py --family pegasus_x     # the small shape of DESIGN.md, 128 global tokens
     python bench/bench_generate.py --cases beam --profile   # and where our beam search spends its time
 
 EOS is banned until the last step (min_new_tokens = max_new_tokens), so both implementations generate
@@ -22,11 +24,21 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from led import LEDConfig, LEDForConditionalGeneration
+from led import (
+    LEDConfig,
+    LEDForConditionalGeneration,
+    PegasusXConfig,
+    PegasusXForConditionalGeneration,
+)
 
-SMALL = dict(vocab_size=50265, d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
-             decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, attention_window=512,
-             max_encoder_position_embeddings=16384, max_decoder_position_embeddings=1024, dropout=0.0)
+_SMALL = dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4, decoder_attention_heads=4,
+              encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.0)
+# family -> the small shape's config fields (the same for both implementations)
+SMALL = {
+    "led": dict(_SMALL, vocab_size=50265, attention_window=512, max_encoder_position_embeddings=16384,
+                max_decoder_position_embeddings=1024),
+    "pegasus_x": dict(_SMALL, vocab_size=96103, block_size=512, num_global_tokens=128),
+}
 
 # name -> (description, generate() arguments)
 CASES = {
@@ -59,8 +71,38 @@ def profile(fn: Callable[[], Tensor], rows: int = 15) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
+def build_pair(family: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """transformers' and our small model of `family` in eval mode, with the same seed-0 random weights."""
+    import transformers
+
+    if family == "led":
+        theirs, ours = transformers.LEDForConditionalGeneration, LEDForConditionalGeneration
+        their_config, our_config = transformers.LEDConfig, LEDConfig
+    else:
+        theirs, ours = transformers.PegasusXForConditionalGeneration, PegasusXForConditionalGeneration
+        their_config, our_config = transformers.PegasusXConfig, PegasusXConfig
+    torch.manual_seed(0)
+    hf = theirs(their_config(**SMALL[family])).eval()
+    model = ours(our_config(**SMALL[family])).eval()
+    model.load_state_dict(hf.state_dict())
+    return hf, model
+
+
+def make_inputs(family: str, length: int) -> dict[str, Tensor]:
+    """One random document; LED's starts with <s> (id 0), its one global token (PEGASUS-X has none: 0 is pad)."""
+    gen = torch.Generator().manual_seed(length)
+    input_ids = torch.randint(4, SMALL[family]["vocab_size"], (1, length), generator=gen)
+    inputs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+    if family == "led":
+        input_ids[:, 0] = 0
+        inputs["global_attention_mask"] = torch.zeros_like(input_ids)
+        inputs["global_attention_mask"][:, 0] = 1
+    return inputs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", choices=list(SMALL), default="led")
     parser.add_argument("--length", type=int, default=4096, help="input tokens (batch of 1)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -71,21 +113,11 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    hf = transformers.LEDForConditionalGeneration(transformers.LEDConfig(**SMALL)).eval()
-    ours = LEDForConditionalGeneration(LEDConfig(**SMALL)).eval()
-    ours.load_state_dict(hf.state_dict())
+    hf, ours = build_pair(args.family)
+    inputs = make_inputs(args.family, args.length)
 
-    gen = torch.Generator().manual_seed(args.length)
-    input_ids = torch.randint(4, SMALL["vocab_size"], (1, args.length), generator=gen)
-    input_ids[:, 0] = 0
-    global_attention_mask = torch.zeros_like(input_ids)
-    global_attention_mask[:, 0] = 1
-    inputs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                  global_attention_mask=global_attention_mask)
-
-    print(f"input={args.length} tokens, batch 1, threads={args.threads}, median of {args.repeats} after a warm-up, "
-          f"torch={torch.__version__} transformers={transformers.__version__}")
+    print(f"{args.family}: input={args.length} tokens, batch 1, threads={args.threads}, median of {args.repeats} "
+          f"after a warm-up, torch={torch.__version__} transformers={transformers.__version__}")
     header = f"{'case':<24} | {'ours s':>7} {'HF s':>7} {'ours/HF':>7} | identical"
     print(header)
     print("-" * len(header))
@@ -96,7 +128,10 @@ def main() -> None:
         with torch.inference_mode():
             (t_ours, t_hf), (out_ours, out_hf) = timed_pair(run_ours, run_hf, args.repeats)
         same = out_ours.shape == out_hf.shape and torch.equal(out_ours, out_hf)
-        print(f"{description:<24} | {t_ours:>7.2f} {t_hf:>7.2f} {t_ours / t_hf:>7.2f} | {'yes' if same else 'no'}")
+        print(f"{description:<24} | {t_ours:>7.2f} {t_hf:>7.2f} {t_ours / t_hf:>7.2f} | {'yes' if same else 'no'}",
+              flush=True)
+        if not same:
+            raise RuntimeError(f"{description}: our output differs from transformers'\n{out_ours}\n{out_hf}")
         if args.profile:
             with torch.inference_mode():
                 profile(run_ours)
