@@ -60,10 +60,6 @@ class LEDTokenizer(TokenizerBase):
                 f"tokenizer has no id for the special token(s) {missing}; an LED/BART tokenizer needs "
                 f"{list(SPECIAL_TOKENS[:4])} (build one with LEDTokenizer.from_files or LEDTokenizer.train)"
             )
-        # Truncation and padding are done in `encode`, so the backend must not do either on its own
-        # (a tokenizer.json saved elsewhere may carry such settings).
-        backend.no_truncation()
-        backend.no_padding()
         super().__init__(backend)
 
     # ------------------------------------------------------------------ construction

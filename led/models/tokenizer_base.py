@@ -19,6 +19,10 @@ class TokenizerBase:
     eos_token: ClassVar[str]
 
     def __init__(self, backend: Tokenizer) -> None:
+        # Truncation and padding are done in `encode`, so the backend must not do either on its own
+        # (a tokenizer.json saved elsewhere may carry such settings).
+        backend.no_truncation()
+        backend.no_padding()
         self.backend = backend
 
     @property

@@ -68,9 +68,6 @@ class PegasusTokenizer(TokenizerBase):
                 f"tokenizer has no id for the special token(s) {missing}; a PEGASUS tokenizer needs {PAD!r} and "
                 f"{EOS!r} (load a PEGASUS tokenizer.json or build one with PegasusTokenizer.train)"
             )
-        # Truncation and padding are done in `encode`, so the backend must not do either on its own.
-        backend.no_truncation()
-        backend.no_padding()
         super().__init__(backend)
 
     # ------------------------------------------------------------------ construction
