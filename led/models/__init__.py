@@ -6,6 +6,7 @@ It imports torch, safetensors, tokenizers and huggingface_hub only: never Lightn
 """
 
 from led.models.base import EncoderDecoderModel
+from led.models.families import FAMILIES, Family, family, load_model, load_tokenizer
 from led.models.led import (
     DecoderCache,
     LEDConfig,
@@ -19,5 +20,5 @@ from led.models.pegasus_x import (
     PegasusXOutput,
 )
 
-__all__ = ["EncoderDecoderModel", "LEDConfig", "LEDForConditionalGeneration", "LEDOutput", "DecoderCache",
+__all__ = ["EncoderDecoderModel", "FAMILIES", "Family", "family", "load_model", "load_tokenizer", "LEDConfig", "LEDForConditionalGeneration", "LEDOutput", "DecoderCache",
            "shift_tokens_right", "PegasusXConfig", "PegasusXForConditionalGeneration", "PegasusXOutput"]

@@ -66,6 +66,9 @@ class EncoderDecoderModel(nn.Module, ABC):
     # The state-dict names of the one shared embedding matrix. The first is the one a saved file holds; files
     # may hold any subset of them (`transformers` often omits some), the others are copies of it.
     tied_keys: ClassVar[tuple[str, ...]] = ()
+    # Whether `encode` takes a `global_attention_mask` (LED's global attention on chosen tokens). A family with
+    # learned global tokens (PEGASUS-X) refuses one, and the framework builds none for it.
+    takes_global_attention_mask: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -153,6 +156,21 @@ class EncoderDecoderModel(nn.Module, ABC):
     def max_target_positions(self) -> int | None:
         """How many tokens the decoder takes, its start token included (generate checks max_length against
         it); None: no limit."""
+
+    @property
+    @abstractmethod
+    def max_source_positions(self) -> int | None:
+        """How many input tokens the encoder takes; None: no limit (sinusoidal positions)."""
+
+    @property
+    @abstractmethod
+    def input_multiple(self) -> int:
+        """The encoder pads its input to a multiple of this (LED: its largest attention window; PEGASUS-X: its
+        block size); batches padded so already waste no work inside it."""
+
+    @abstractmethod
+    def layers(self) -> list[nn.Module]:
+        """Every encoder layer, then every decoder layer: the units FSDP shards one by one."""
 
     @abstractmethod
     def tie_weights(self) -> None:

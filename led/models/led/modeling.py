@@ -287,6 +287,8 @@ class LEDForConditionalGeneration(EncoderDecoderModel):
     tied_keys = ("led.shared.weight", "led.encoder.embed_tokens.weight", "led.decoder.embed_tokens.weight",
                  "lm_head.weight")
 
+    takes_global_attention_mask = True
+
     config: LEDConfig
 
     def __init__(self, config: LEDConfig):
@@ -340,6 +342,17 @@ class LEDForConditionalGeneration(EncoderDecoderModel):
     @property
     def max_target_positions(self) -> int:
         return self.config.max_decoder_position_embeddings
+
+    @property
+    def max_source_positions(self) -> int:
+        return self.config.max_encoder_position_embeddings
+
+    @property
+    def input_multiple(self) -> int:
+        return self.config.max_window
+
+    def layers(self) -> list[nn.Module]:
+        return [*self.led.encoder.layers, *self.led.decoder.layers]
 
     def adapt_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """Names of an `LEDModel` file (no head) get the `led.` prefix; a missing `final_logits_bias` (optional in

@@ -102,8 +102,10 @@ class PegasusXConfig(ConfigFile):
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> PegasusXConfig:
-        """A named size (`tiny`, `pegasus-x-base`, `pegasus-x-large`) with optional field overrides."""
+        """A named size (`pegasus-x-tiny`, `pegasus-x-base`, `pegasus-x-large`) with optional field overrides;
+        `tiny` is `pegasus-x-tiny` (the named sizes of every family are distinct, see led.models.families)."""
         key = name.removeprefix("google/")
+        key = "pegasus-x-tiny" if key == "tiny" else key
         if key not in NAMED_SIZES:
             raise ValueError(f"Unknown PEGASUS-X size {name!r}: valid names are {', '.join(NAMED_SIZES)}")
         return cls(**{**NAMED_SIZES[key], **overrides})
@@ -131,7 +133,7 @@ _RELEASED = dict(vocab_size=96103, activation_function="relu", scale_embedding=T
 
 NAMED_SIZES: dict[str, dict[str, Any]] = {
     # For tests and CPU runs: a few seconds per step at a few thousand tokens.
-    "tiny": dict(_RELEASED, d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+    "pegasus-x-tiny": dict(_RELEASED, d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                  decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, num_global_tokens=16,
                  block_size=64),
     "pegasus-x-base": dict(_RELEASED, d_model=768, encoder_layers=12, decoder_layers=12, encoder_attention_heads=12,

@@ -259,6 +259,17 @@ class PegasusXForConditionalGeneration(EncoderDecoderModel):
         # Sinusoidal positions: the decoder takes any length (transformers checks none either).
         return None
 
+    @property
+    def max_source_positions(self) -> None:
+        return None  # sinusoidal positions, as the decoder's
+
+    @property
+    def input_multiple(self) -> int:
+        return self.config.block_size
+
+    def layers(self) -> list[nn.Module]:
+        return [*self.model.encoder.layers, *self.model.decoder.layers]
+
     def adapt_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """Names of a `PegasusXModel` file (no head) get the `model.` prefix."""
         if not any(k.startswith("model.") for k in state):
