@@ -153,17 +153,27 @@ def _check_node(node: dict[str, Any], receiver: _Receiver, path: str) -> list[st
         elif not _accepts(receiver.types[key], value):
             problems.append(f"{full_key}={_show(value)} is not valid: {receiver.name} takes {key} as "
                             f"{_describe(receiver.types[key])}")
-        elif isinstance(value, dict) and _settings_receiver(receiver.types[key]) is not None:
-            target = _settings_receiver(receiver.types[key])
-            problems += _check_node(value, _receiver(target, _public_name(target), given=value), full_key)
+        elif isinstance(value, dict) and _settings_receivers(receiver.types[key]):
+            problems += _check_node(value, _merged_receiver(_settings_receivers(receiver.types[key]), value),
+                                    full_key)
     return problems
 
 
-def _settings_receiver(hint: Any) -> Callable[..., Any] | None:
-    """X of `Annotated[<a mapping>, X]`: the mapping's keys are X's parameters."""
+def _settings_receivers(hint: Any) -> list[Callable[..., Any]]:
+    """X (and Y ...) of `Annotated[<a mapping>, X, Y]`: the mapping's keys are parameters of X (or of Y, ...)."""
     if typing.get_origin(hint) is typing.Annotated:
-        return next((meta for meta in hint.__metadata__ if callable(meta)), None)
-    return None
+        return [meta for meta in hint.__metadata__ if callable(meta)]
+    return []
+
+
+def _merged_receiver(targets: list[Callable[..., Any]], given: dict[str, Any]) -> _Receiver:
+    """One receiver taking every key any of `targets` takes (each key typed as the first that has it): e.g. the
+    model overrides, a field of whichever family's config the model is; the family's own config then says which."""
+    receivers = [_receiver(target, _public_name(target), given=given) for target in targets]
+    types_: dict[str, Any] = {}
+    for receiver in receivers:
+        types_ = {**receiver.types, **types_}
+    return _Receiver(" or ".join(r.name for r in receivers), types_, any(r.takes_any_key for r in receivers))
 
 
 def _public_name(target: Any) -> str:

@@ -7,9 +7,10 @@ Arguments are `key=value` pairs, the fields of `ExportConfig` below. `ckpt_path`
 `train.py` (`led.training.module.LEDSummarizer`), or the directory of a sharded FSDP checkpoint (`trainer=fsdp`).
 
 `out` receives `config.json`, `model.safetensors`, `generation_config.json` (the run's validation generation
-settings, e.g. num_beams, plus the model's special token ids) and the tokenizer files, so that
-`transformers.LEDForConditionalGeneration.from_pretrained(out)`, `transformers.AutoTokenizer.from_pretrained(out)`,
-`led.LEDForConditionalGeneration.from_pretrained(out)` and `python evaluate.py ckpt_path=out` all load it.
+settings, e.g. num_beams, plus the model's special token ids) and the tokenizer files of the model's family (LED or
+PEGASUS-X, as the checkpoint's model config says), so that `transformers.AutoModelForSeq2SeqLM.from_pretrained(out)`
+(`LEDForConditionalGeneration` / `PegasusXForConditionalGeneration`), `transformers.AutoTokenizer.from_pretrained(out)`,
+`led.models.load_model(out)` and `python evaluate.py ckpt_path=out` all load it.
 Everything is written into a temporary directory beside `out` and renamed into place: `out` is never half-written.
 """
 
@@ -28,12 +29,11 @@ from omegaconf import MISSING
 from led.cli import run
 from led.errors import UserError
 from led.files import write_directory_atomically
+from led.models.base import EncoderDecoderModel, ModelConfig
 from led.models.checkpoint import match_state_dict
+from led.models.families import config_from_dict, family, load_tokenizer
 from led.models.generation import GenerationConfig
-from led.models.led.config import LEDConfig
-from led.models.led.modeling import LEDForConditionalGeneration
-from led.models.tokenizer import LEDTokenizer
-from led.training.checkpointing import checkpoint_problem, corrupt_checkpoint_message
+from led.training.checkpointing import checkpoint_problem, corrupt_checkpoint_message, saved_model_config
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def export(ckpt_path: str | Path, out: str | Path, overwrite: bool = False, toke
     if not tokenizer_source:
         raise ExportError(f"{ckpt_path} does not name its tokenizer; give tokenizer=DIR (or a Hub id)")
     try:
-        text_tokenizer = LEDTokenizer.from_pretrained(tokenizer_source)
+        text_tokenizer = load_tokenizer(tokenizer_source, model.config.model_type)
     except (OSError, ValueError) as error:
         raise ExportError(f"cannot load the tokenizer {tokenizer_source!r} the checkpoint names ({error}); "
                           "give tokenizer=DIR (e.g. the run directory's tokenizer/)") from error
@@ -111,10 +111,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def rebuild_model(checkpoint: dict[str, Any], source: str) -> LEDForConditionalGeneration:
-    """The LED model of a checkpoint, built from the config it stores (no pretrained files needed)."""
-    if "led_config" in checkpoint:
-        config = LEDConfig.from_dict(checkpoint["led_config"])
+def rebuild_model(checkpoint: dict[str, Any], source: str) -> EncoderDecoderModel:
+    """The model of a checkpoint, of the family its stored config names, built from that config (no pretrained
+    files needed)."""
+    saved = saved_model_config(checkpoint)
+    if saved is not None:
+        config = config_from_dict(saved)
     else:  # written before LEDSummarizer stored its config: rebuild it as training did (may read `pretrained`)
         from led.training.module import build_model
 
@@ -123,13 +125,13 @@ def rebuild_model(checkpoint: dict[str, Any], source: str) -> LEDForConditionalG
     state = {name.removeprefix("model."): tensor for name, tensor in checkpoint["state_dict"].items()
              if name.startswith("model.")}
     with torch.device("meta"):
-        model = LEDForConditionalGeneration(config)
+        model = family(config.model_type).model_class(config)
     model.load_state_dict(match_state_dict(model, state, source), assign=True)
     model.tie_weights()  # assign=True put a separate tensor in each of the embedding's four places
     return model.float().eval()  # fp32 parameters, as `transformers` loads them by default
 
 
-def generation_config(settings: dict[str, Any], config: LEDConfig) -> GenerationConfig:
+def generation_config(settings: dict[str, Any], config: ModelConfig) -> GenerationConfig:
     """The run's generation settings (`generate` keyword arguments, named as in transformers' GenerationConfig)
     over the model config's special token ids and generation keys."""
     known = {field.name for field in dataclasses.fields(GenerationConfig)}
@@ -143,7 +145,7 @@ def generation_config(settings: dict[str, Any], config: LEDConfig) -> Generation
 def main(argv: Sequence[str] | None = None) -> Path:
     def work(cfg: ExportConfig) -> Path:
         out = export(cfg.ckpt_path, cfg.out, overwrite=cfg.overwrite, tokenizer=cfg.tokenizer)
-        print(f"wrote {out}: transformers' LEDForConditionalGeneration.from_pretrained({str(out)!r}) and "
+        print(f"wrote {out}: transformers' AutoModelForSeq2SeqLM.from_pretrained({str(out)!r}) and "
               f"`python evaluate.py ckpt_path={out}` load it")
         return out
 

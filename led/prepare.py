@@ -44,7 +44,8 @@ from led.data.datamodule import SummarizationDataModule
 from led.data.sources import PREPARED_MANIFEST, SPLITS, load_hub_dataset
 from led.errors import DataError
 from led.files import write_text_atomically
-from led.models.tokenizer import LEDTokenizer
+from led.models.families import load_tokenizer
+from led.models.tokenizer_base import TokenizerBase
 
 
 @dataclass
@@ -67,7 +68,7 @@ def prepare(
     *,
     dataset_name: str,
     config_name: str | None = None,
-    tokenizer: str | LEDTokenizer | None = None,
+    tokenizer: str | TokenizerBase | None = None,
     source_field: str = "article",
     summary_field: str = "abstract",
     max_input_length: int = 4096,
@@ -93,8 +94,8 @@ def prepare(
     }
     write_text_atomically(out / PREPARED_MANIFEST, json.dumps(manifest, indent=2) + "\n")
     if tokenizer is not None:
-        if not isinstance(tokenizer, LEDTokenizer):
-            tokenizer = LEDTokenizer.from_pretrained(tokenizer)
+        if not isinstance(tokenizer, TokenizerBase):
+            tokenizer = load_tokenizer(tokenizer)  # the family its files are (LED's BPE, PEGASUS-X's Unigram)
         tokenizer.save_pretrained(out / "tokenizer")
         # the DataModule itself tokenises, so the cache folders are exactly the ones training looks for
         SummarizationDataModule(

@@ -57,20 +57,19 @@ def compose_config(overrides: list[str]) -> Any:
         raise UsageError(" ".join(str(error).split())) from None
 
 
-def padding_multiple(model_cfg: Any) -> int:
-    """The model's largest attention window: what the DataModule pads inputs to a multiple of."""
-    window = model_cfg.get("attention_window") or 1
-    return int(max(window)) if not isinstance(window, int) else int(window)
-
-
 def length_stats(cfg: Any, split: str, output_dir: Path) -> dict[str, Any]:
     """Token lengths and batching padding of `split` of `cfg.data` (see the module docstring)."""
     import datasets
     from hydra.utils import instantiate
 
-    multiple = padding_multiple(cfg.model)
-    datamodule = instantiate(cfg.data, tokenizer_dir=str(output_dir / "tokenizer"), pad_to_multiple_of=multiple,
-                             _convert_="all")
+    from omegaconf import OmegaConf
+
+    from led.training.module import model_skeleton
+
+    datamodule = instantiate(cfg.data, tokenizer_dir=str(output_dir / "tokenizer"), _convert_="all")
+    # The model's family (its tokenizer), padding multiple and limits, from its config alone (no weights).
+    datamodule.match_model(model_skeleton(OmegaConf.to_container(cfg.model, resolve=True)))
+    multiple = datamodule.pad_to_multiple_of
     tokenizer = datamodule.tokenizer
     documents, summaries = datamodule.documents(split), datamodule.references(split)  # tokenises: bars
     batched = [int(n) for n in datamodule.dataset(split)["length"]]  # truncated, as batches hold them

@@ -30,12 +30,13 @@ class SummarizationCollator:
     """Pads a list of tokenised examples into the batch dict of docs/CONTRACTS.md.
 
     `global_attention`: "first" (the `<s>` token), "none", or token ids whose positions get global attention
-    in addition to the first token (e.g. section-marker ids).
+    in addition to the first token (e.g. section-marker ids); None: batches have no `global_attention_mask` (a
+    family without one, PEGASUS-X).
     """
 
     pad_token_id: int
     pad_to_multiple_of: int = 1
-    global_attention: str | tuple[int, ...] = "first"
+    global_attention: str | tuple[int, ...] | None = "first"
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         source_len = round_up(max(len(e["input_ids"]) for e in examples), self.pad_to_multiple_of)
@@ -49,13 +50,15 @@ class SummarizationCollator:
             input_ids[row, :n] = torch.as_tensor(example["input_ids"], dtype=torch.long)
             attention_mask[row, :n] = 1
             labels[row, :t] = torch.as_tensor(example["labels"], dtype=torch.long)
-        return {
+        batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "global_attention_mask": self._global_mask(input_ids, attention_mask),
             "labels": labels,
             "ids": torch.tensor([int(e["id"]) for e in examples], dtype=torch.long),
         }
+        if self.global_attention is not None:
+            batch["global_attention_mask"] = self._global_mask(input_ids, attention_mask)
+        return batch
 
     def _global_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         mask = torch.zeros_like(input_ids)

@@ -71,17 +71,18 @@ from led.data.checks import (
 from led.data.sources import CACHE_FORMAT, SPLIT_STATS, RawSource, tokenize_split
 from led.data.synthetic import ensure_corpus, write_corpus
 from led.files import write_directory_atomically
-from led.models.tokenizer import LEDTokenizer
+from led.models.families import FAMILIES, family, load_tokenizer
+from led.models.tokenizer_base import TokenizerBase
 
 if TYPE_CHECKING:
-    from led.models.led.modeling import LEDForConditionalGeneration
+    from led.models.base import EncoderDecoderModel
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- the module
 class SummarizationDataModule(L.LightningDataModule):
-    """Tokenised, cached summarization splits served as length-grouped, padded LED batches.
+    """Tokenised, cached summarization splits served as length-grouped, padded batches for a model of any family.
 
     Args (all plain values):
         source: Hub dataset id or a `led.prepare` directory (or None with `*_file`).
@@ -90,8 +91,8 @@ class SummarizationDataModule(L.LightningDataModule):
         train_file, validation_file, test_file: local `.jsonl`/`.json`/`.parquet`/`.csv` files.
         source_field, summary_field: record fields holding the document and its summary.
         max_input_length, max_target_length: truncation lengths in tokens, `<s>`/`</s>` included.
-        pad_to_multiple_of: inputs are padded to a multiple of it: the model's largest attention window, which
-            `match_model` sets (1 until then: no assumption about the model).
+        pad_to_multiple_of: inputs are padded to a multiple of it: what the model's encoder pads to (LED's largest
+            attention window, PEGASUS-X's block size), which `match_model` sets (1 until then: no assumption).
         batch_size: training examples per batch; eval_batch_size: the same for validation/test
             (defaults to batch_size).
         max_tokens_per_batch: training batches hold as many examples as keep `count * padded input length`
@@ -99,8 +100,9 @@ class SummarizationDataModule(L.LightningDataModule):
         group_by_length: training batches of similar length (evaluation is always sorted by length).
         curriculum_epochs: the first N training epochs go from the shortest batches to the longest (a length
             curriculum: models trained from scratch learn to find facts in short documents first).
-        global_attention: "first" (the `<s>` token), "none", or a list of token ids made global as well as
-            the first token (e.g. section markers).
+        global_attention: for LED: "first" (the `<s>` token), "none", or a list of token ids made global as well
+            as the first token (e.g. section markers). A family without a global attention mask (PEGASUS-X: learned
+            global tokens) gets none, whatever this says.
         num_workers: DataLoader workers; num_proc: processes for tokenising.
         cache_dir: where tokenised splits are stored (default: `<prepared dir>/tokenized`, else
             `<HF datasets cache>/led-tokenized`).
@@ -112,11 +114,12 @@ class SummarizationDataModule(L.LightningDataModule):
         model_vocab_size: the model's embedding rows; a larger tokenizer vocabulary raises a DataError.
         synthetic: `led.data.synthetic.write_corpus` arguments (dir, split sizes, seed, ...): the corpus is
             generated in dir unless it already is (with these values); its files are the three splits' files.
-        tokenizer_vocab_size, tokenizer_training_docs, tokenizer_dir: with tokenizer=None, a byte-level BPE of
-            tokenizer_vocab_size tokens is trained on the first tokenizer_training_docs usable training records (all
+        tokenizer_vocab_size, tokenizer_training_docs, tokenizer_dir: with tokenizer=None, a tokenizer of the model's
+            family (LED: byte-level BPE, PEGASUS-X: Unigram) of tokenizer_vocab_size tokens is trained on the first tokenizer_training_docs usable training records (all
             when None; read and checked as every split is) and saved in tokenizer_dir when the tokenizer is first
             needed; a directory that holds one already keeps it (a resumed run).
-    The recipes hand pad_to_multiple_of and the three model limits over with `match_model(model)`.
+    The recipes hand the model's family, pad_to_multiple_of and the three model limits over with
+    `match_model(model)`; the tokenizer is that family's (without match_model: the family its files are).
     """
 
     def __init__(
@@ -183,32 +186,45 @@ class SummarizationDataModule(L.LightningDataModule):
         self.strict = strict
         self.model_vocab_size = model_vocab_size
         self.cache_dir = _cache_dir(cache_dir, self.source)
-        self._tokenizer: LEDTokenizer | None = None
+        self.model_type: str | None = None  # the model's family, from match_model
+        self._tokenizer: TokenizerBase | None = None
         self._datasets: dict[str, datasets.Dataset] = {}
 
     @property
-    def tokenizer(self) -> LEDTokenizer:
+    def tokenizer(self) -> TokenizerBase:
         if self._tokenizer is None:
             if self._tokenizer_training is not None:
                 self._train_tokenizer(*self._tokenizer_training)
-            tokenizer = LEDTokenizer.from_pretrained(self.tokenizer_path)
+            try:
+                tokenizer = load_tokenizer(self.tokenizer_path, self.model_type)
+            except ValueError as e:  # another family's tokenizer, or a file that is none
+                raise DataError(f"tokenizer={self.tokenizer_path}: {e}") from None
             check_vocab(tokenizer.vocab_size, self.model_vocab_size, self.tokenizer_path)
             self._tokenizer = tokenizer
         return self._tokenizer
 
     @property
     def collator(self) -> SummarizationCollator:
-        return SummarizationCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.global_attention)
+        return SummarizationCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of,
+                                     self.global_attention if self._global_mask else None)
 
-    def match_model(self, model: LEDForConditionalGeneration) -> None:
-        """The limits of the model these batches are for: inputs padded to a multiple of its largest attention
-        window, and lengths and vocabulary checked against its position tables and embeddings now, a DataError
-        before any tokenising, instead of a shape error mid-training. train.py and evaluate.py both call it."""
-        config = model.config
-        limits = {"pad_to_multiple_of": config.max_window,
-                  "max_encoder_positions": config.max_encoder_position_embeddings,
-                  "max_decoder_positions": config.max_decoder_position_embeddings,
-                  "model_vocab_size": config.vocab_size}
+    @property
+    def _global_mask(self) -> bool:
+        """Whether batches carry a global attention mask: only for a family that takes one (LED; before
+        match_model, when the family is not known, they do)."""
+        return self.model_type is None or family(self.model_type).model_class.takes_global_attention_mask
+
+    def match_model(self, model: EncoderDecoderModel) -> None:
+        """The model these batches are for: its family's tokenizer; inputs padded to a multiple of what its encoder
+        pads to; lengths and vocabulary checked against its position limits and embeddings now, a DataError before
+        any tokenising, instead of a shape error mid-training. train.py and evaluate.py both call it."""
+        if self._tokenizer is not None and self.model_type != model.config.model_type:
+            self._tokenizer = None  # loaded before the family was known: load it again as this family's
+        self.model_type = model.config.model_type
+        limits = {"pad_to_multiple_of": model.input_multiple,
+                  "max_encoder_positions": model.max_source_positions,
+                  "max_decoder_positions": model.max_target_positions,
+                  "model_vocab_size": model.config.vocab_size}
         check_sizes(self.max_input_length, self.max_target_length, limits["pad_to_multiple_of"], self.batch_size,
                     self.eval_batch_size, self.max_tokens_per_batch, self.num_workers)
         check_model_limits(self.max_input_length, self.max_target_length, limits["pad_to_multiple_of"],
@@ -338,18 +354,23 @@ class SummarizationDataModule(L.LightningDataModule):
         return raw, stats
 
     def _train_tokenizer(self, vocab_size: int, training_docs: int | None) -> None:
-        """A byte-level BPE trained on the first `training_docs` usable training records (documents and summaries),
-        saved in `tokenizer_path`; one saved there already is kept (a resumed run keeps its vocabulary)."""
+        """A tokenizer of the model's family (LED before match_model) trained on the first `training_docs` usable
+        training records (documents and summaries), saved in `tokenizer_path`; one saved there already is kept (a
+        resumed run keeps its vocabulary)."""
         out_dir = Path(self.tokenizer_path)
         if not (out_dir / "tokenizer.json").is_file():
             raw, _ = self._usable_raw("train")
             limit = min(len(raw), int(training_docs or len(raw)))
             fields = [self.source_field, self.summary_field]
             texts = (record[field] for record in raw.select(range(limit)) for field in fields)
-            tokenizer = LEDTokenizer.train(texts, vocab_size=vocab_size)
+            trained_for = FAMILIES[self.model_type or "led"]
+            try:
+                tokenizer = trained_for.tokenizer_class.train(texts, vocab_size=vocab_size)
+            except ValueError as e:  # a vocabulary too small for the family's special tokens
+                raise DataError(f"tokenizer_vocab_size={vocab_size}: {e}") from None
             tokenizer.save_pretrained(out_dir)
-            log.info("trained a %d-token BPE tokenizer on %d documents of %s -> %s", tokenizer.vocab_size, limit,
-                     self.source.describe("train"), out_dir)
+            log.info("trained a %d-token %s tokenizer on %d documents of %s -> %s", tokenizer.vocab_size,
+                     trained_for.name, limit, self.source.describe("train"), out_dir)
         self._tokenizer_training = None
 
     def _empty_records_error(self, split: str, skipped: int, total: int, first_row: int) -> DataError:

@@ -22,7 +22,7 @@ from led.data.checks import (
     script_dataset_error,
 )
 from led.models.hub import looks_like_local_path
-from led.models.tokenizer import LEDTokenizer
+from led.models.tokenizer_base import TokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class _Tokenize:
     """The `datasets.map` function: one batch of raw records -> the TOKENIZED_FEATURES columns, plus whether
     each source/summary was truncated (`source_truncated`, `summary_truncated`)."""
 
-    tokenizer: LEDTokenizer
+    tokenizer: TokenizerBase
     source_field: str
     summary_field: str
     max_input_length: int
@@ -207,7 +207,7 @@ class _Tokenize:
 
 def tokenize_split(
     raw: datasets.Dataset,
-    tokenizer: LEDTokenizer,
+    tokenizer: TokenizerBase,
     *,
     source_field: str,
     summary_field: str,

@@ -23,6 +23,7 @@ from led.models.generation import GenerationConfig, generate
 class ModelConfig(Protocol):
     """What the shared code reads of a family's config: it maps to and from a Hugging Face `config.json`."""
 
+    model_type: ClassVar[str]  # config.json's "model_type": the family (led.models.families)
     vocab_size: int
     pad_token_id: int
     bos_token_id: int

@@ -119,12 +119,18 @@ def tokenizer_family(path: str | os.PathLike) -> Family | None:
 
 
 def load_tokenizer(path_or_hub_id: str | os.PathLike, model_type: str | None = None) -> TokenizerBase:
-    """The tokenizer of `model_type`'s family from a directory or Hub id; without one, the family its files say."""
-    if model_type is not None:
-        return family(model_type).tokenizer_class.from_pretrained(path_or_hub_id)
+    """The tokenizer in a directory or Hub id, of the family its files are; with `model_type`, a ValueError when
+    they are another family's (ids would mean other tokens to the model)."""
     directory = resolve_model_dir(path_or_hub_id, ["tokenizer.json", "vocab.json", "merges.txt", "*.json"],
                                   what="tokenizer", contents="tokenizer.json")
     found = tokenizer_family(directory)
+    if model_type is not None:
+        wanted = family(model_type)
+        if found is not None and found is not wanted:
+            raise ValueError(f"{path_or_hub_id} holds a {found.name} tokenizer ({found.tokenizer_model}), but the "
+                             f"model is {wanted.name}: use the model's own tokenizer (its checkpoint directory), or "
+                             f"train one for it")
+        found = wanted
     return (found or FAMILIES["led"]).tokenizer_class.from_pretrained(directory)
 
 

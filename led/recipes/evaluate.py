@@ -48,7 +48,7 @@ from led.report import write_report_safely
 
 if TYPE_CHECKING:
     from led.data.datamodule import SummarizationDataModule
-    from led.models.led.modeling import LEDForConditionalGeneration
+    from led.models.base import EncoderDecoderModel
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def predict(cfg: DictConfig) -> Predicted:
     return Predicted(records, baselines, generation)
 
 
-def generate_summaries(model: LEDForConditionalGeneration, datamodule: SummarizationDataModule, split: str,
+def generate_summaries(model: EncoderDecoderModel, datamodule: SummarizationDataModule, split: str,
                        count: int, generation: dict[str, Any], device: Any) -> list[str]:
     """Summaries of the split's examples with ids below `count`, returned in id order.
 
@@ -224,10 +224,11 @@ def generate_summaries(model: LEDForConditionalGeneration, datamodule: Summariza
         rows = (batch["ids"] < count).nonzero().squeeze(1)
         if len(rows) == 0:
             continue
+        global_mask = batch.get("global_attention_mask")  # LED's; none for PEGASUS-X
         with torch.inference_mode():
             tokens = generate(model, batch["input_ids"][rows].to(device),
                               batch["attention_mask"][rows].to(device),
-                              batch["global_attention_mask"][rows].to(device), **generation)
+                              None if global_mask is None else global_mask[rows].to(device), **generation)
         for example_id, text in zip(batch["ids"][rows].tolist(), tokenizer.decode_batch(tokens.tolist())):
             outputs[example_id] = text.strip()
         log.info("generated %d/%d summaries", len(outputs), count)
@@ -242,7 +243,7 @@ def _user_generation(cfg: DictConfig) -> dict[str, Any]:
     return {key: value for key, value in given.items() if not key.startswith("_") and value is not None}
 
 
-def model_generation_settings(model: LEDForConditionalGeneration, run_settings: dict[str, Any]) -> dict[str, Any]:
+def model_generation_settings(model: EncoderDecoderModel, run_settings: dict[str, Any]) -> dict[str, Any]:
     """The generation settings the model was validated with: its checkpoint's own defaults (generation_config.json,
     config.json) under `run_settings` (a training run's `generation` node). The model keeps only its token ids, so
     the settings `generate` is called with are all the settings there are."""
@@ -293,7 +294,7 @@ def describe_generation(settings: dict[str, Any], given: dict[str, Any]) -> str:
 class LoadedModel:
     """A model to evaluate, with what its checkpoint says about its tokenizer, training data and generation."""
 
-    model: LEDForConditionalGeneration
+    model: EncoderDecoderModel
     tokenizer: str | None  # directory or Hub id of its tokenizer, when known
     data: dict[str, Any] | None = None  # the DataModule settings it was trained with (Lightning checkpoints)
     generation: dict[str, Any] = field(default_factory=dict)  # the settings it was validated with
@@ -301,9 +302,10 @@ class LoadedModel:
 
 def load_model(ckpt_path: str) -> LoadedModel:
     """The model at `ckpt_path`: a Lightning checkpoint file of `led.training.module.LEDSummarizer`, otherwise a
-    Hugging Face-format directory or Hub id (whose tokenizer files sit beside the weights)."""
+    Hugging Face-format directory or Hub id (whose tokenizer files sit beside the weights) of any family: its
+    config.json's model_type says which."""
+    from led.models.families import load_model as load_pretrained_model
     from led.models.hub import looks_like_local_path
-    from led.models.led.modeling import LEDForConditionalGeneration
 
     path = Path(ckpt_path).expanduser()
     if path.is_file():
@@ -315,7 +317,7 @@ def load_model(ckpt_path: str) -> LoadedModel:
             "a directory with config.json + model.safetensors + tokenizer files, or a Hub id"
         )
     try:
-        model = LEDForConditionalGeneration.from_pretrained(ckpt_path)
+        model = load_pretrained_model(ckpt_path)
     except (OSError, ValueError) as error:
         raise EvaluationError(f"could not load a model from ckpt_path={ckpt_path!r}: {error}") from error
     return LoadedModel(model, tokenizer=ckpt_path, generation=model_generation_settings(model, {}))
@@ -377,7 +379,7 @@ def check_settings(data: dict[str, Any], generation: dict[str, Any]) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def build_datamodule(settings: dict[str, Any], model: LEDForConditionalGeneration) -> SummarizationDataModule:
+def build_datamodule(settings: dict[str, Any], model: EncoderDecoderModel) -> SummarizationDataModule:
     """The DataModule of `settings` (`data_settings`), matched to the model: padding multiple, lengths against its
     positions and the vocabulary against its embeddings, checked before any data is read."""
     from led.data.datamodule import SummarizationDataModule

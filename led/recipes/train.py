@@ -26,6 +26,7 @@ from led.config_check import setting_problems
 from led.data.datamodule import SummarizationDataModule
 from led.errors import ConfigError
 from led.files import write_text_atomically
+from led.models.families import family_of_model
 from led.report import write_report_safely
 from led.signals import StopRequested, stop_at_once_on_signals
 from led.training.callbacks import ResumeCheckpoint
@@ -71,9 +72,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # The DataModule checks lengths against the model before tokenising anything, and loading the tokenizer (the
     # log line) its vocabulary against the embeddings.
     datamodule.match_model(module.model)
-    log.info("model: %s parameters, windows %s; tokenizer: %d tokens; data: %s", f"{module.model.num_parameters():,}",
-             module.model.config.attention_windows, datamodule.tokenizer.vocab_size,
-             datamodule.source.describe("train"))
+    log.info("model: %s, %s parameters, inputs padded to multiples of %d; tokenizer: %d tokens; data: %s",
+             family_of_model(module.model).name, f"{module.model.num_parameters():,}", module.model.input_multiple,
+             datamodule.tokenizer.vocab_size, datamodule.source.describe("train"))
 
     if ckpt_path is not None:
         report_changed_settings(run_dir / "config.yaml", cfg)

@@ -106,8 +106,8 @@ def checkpoint_mismatch(path: Path, module: torch.nn.Module) -> str | None:
     parts = [f"{len(reshaped)} weights of another shape (checkpoint vs this model), e.g. {reshaped[0]}" if reshaped
              else "", f"{len(missing)} missing, e.g. {missing[0]}" if missing else "",
              f"{len(unexpected)} not in this model, e.g. {unexpected[0]}" if unexpected else ""]
-    config = getattr(getattr(module, "model", None), "config", None)  # an LEDSummarizer's LEDConfig
-    saved_config = checkpoint.get("led_config")
+    config = getattr(getattr(module, "model", None), "config", None)  # an LEDSummarizer's model config
+    saved_config = saved_model_config(checkpoint)
     if isinstance(saved_config, dict) and config is not None:
         ours = config.to_dict()
         differing = [key for key in sorted(saved_config) if key in ours and saved_config[key] != ours[key]]
@@ -115,6 +115,13 @@ def checkpoint_mismatch(path: Path, module: torch.nn.Module) -> str | None:
             parts.insert(0, "it was saved with " + ", ".join(f"{key}={saved_config[key]}" for key in differing[:6])
                          + ", this run has " + ", ".join(f"{key}={ours[key]}" for key in differing[:6]))
     return "; ".join(part for part in parts if part)
+
+
+def saved_model_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's config.json dictionary an LEDSummarizer checkpoint stores (model_type included); None in one
+    written before it stored any. (`led_config`: its name while LED was the only family.)"""
+    saved = checkpoint.get("model_config", checkpoint.get("led_config"))
+    return saved if isinstance(saved, dict) else None
 
 
 # ---------------------------------------------------------------------------------------------- random states

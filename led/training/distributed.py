@@ -17,7 +17,7 @@ from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from torch import Tensor
 
 from led.errors import ConfigError
-from led.models.led.modeling import LEDForConditionalGeneration
+from led.models.base import EncoderDecoderModel
 
 STATE_DICT_TYPES = ("sharded", "full")
 T = TypeVar("T")
@@ -58,7 +58,7 @@ class LayerShardedStrategy(ModelParallelStrategy):
         self._tensor_parallel_size = 1
         super().setup_environment()
 
-    def shard_model(self, model: LEDForConditionalGeneration) -> None:
+    def shard_model(self, model: EncoderDecoderModel) -> None:
         """Apply `fully_shard` to every layer, then to the whole model (once; later calls do nothing)."""
         from torch.distributed.fsdp import (
             CPUOffloadPolicy,
@@ -79,12 +79,12 @@ class LayerShardedStrategy(ModelParallelStrategy):
             else MixedPrecisionPolicy(),
             offload_policy=CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy(),
         )
-        for layer in [*model.led.encoder.layers, *model.led.decoder.layers]:
+        for layer in model.layers():
             fully_shard(layer, reshard_after_forward=self.reshard_after_forward, **settings)
         # The root (embeddings, LM head) stays gathered from forward to backward, which needs it at once.
         fully_shard(model, reshard_after_forward=False, **settings)
 
-    def gather_weights(self, model: LEDForConditionalGeneration) -> None:
+    def gather_weights(self, model: EncoderDecoderModel) -> None:
         """Gather the whole model on every rank and keep it gathered until `release_weights` (a collective).
 
         Validation runs in between without any collective inside the model: beam search stops when its own
@@ -96,7 +96,7 @@ class LayerShardedStrategy(ModelParallelStrategy):
             module.set_reshard_after_forward(False, recurse=False)
             module.unshard()
 
-    def release_weights(self, model: LEDForConditionalGeneration) -> None:
+    def release_weights(self, model: EncoderDecoderModel) -> None:
         """Back to training (a collective): the gathered weights freed, layers resharded after each forward again."""
         for module in _fsdp_modules(model):
             module.set_reshard_after_forward(module is not model and self.reshard_after_forward, recurse=False)

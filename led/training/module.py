@@ -1,4 +1,4 @@
-"""`LEDSummarizer`: the LightningModule that trains and validates an LED summarizer.
+"""`LEDSummarizer`: the LightningModule that trains and validates a summarizer of any family (LED, PEGASUS-X).
 
 It is built from plain values: the config nodes of the model, the optimizer, the schedule and the generation
 settings, each naming what it builds with `_target_` (conf/model, conf/optimizer, conf/scheduler, `generation` in
@@ -8,6 +8,8 @@ alone. Batches are the dicts of `led.data.datamodule.SummarizationDataModule` (s
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 from functools import partial
 from typing import Annotated, Any, Literal, get_args
@@ -18,11 +20,14 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor
 
-from led.errors import UserError
+from led.errors import ConfigError, UserError
 from led.metrics import compute_rouge
+from led.models.base import EncoderDecoderModel, shift_tokens_right
+from led.models.families import Family, family_of_checkpoint, family_of_size
 from led.models.generation import generate
+from led.models.hub import resolve_model_dir
 from led.models.led.config import LEDConfig
-from led.models.led.modeling import LEDForConditionalGeneration
+from led.models.pegasus_x.config import PegasusXConfig
 from led.training.checkpointing import restore_rng_states, rng_states
 from led.training.distributed import gather_objects, sum_over_ranks
 
@@ -37,14 +42,16 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 def build_model(size: str = "tiny", pretrained: str | None = None, attention_window: int | list[int] | None = None,
                 vocab_size: int | None = None,
-                # Annotated: the keys are LEDConfig fields; led.config_check checks them against it.
-                overrides: Annotated[dict[str, Any] | None, LEDConfig] = None,
-                gradient_checkpointing: bool = False) -> LEDForConditionalGeneration:
-    """A pretrained checkpoint (directory or Hub id), or a randomly initialised model of a named size.
+                # Annotated: the keys are fields of the family's config; led.config_check checks them against these.
+                overrides: Annotated[dict[str, Any] | None, LEDConfig, PegasusXConfig] = None,
+                gradient_checkpointing: bool = False) -> EncoderDecoderModel:
+    """A pretrained checkpoint of any family (directory or Hub id; its config.json's model_type says which), or a
+    randomly initialised model of a named size (`tiny`, `led-base-16384`, `pegasus-x-tiny`, `pegasus-x-base`, ...;
+    the name says the family).
 
-    `attention_window` and `overrides` (any LEDConfig field) change the named size; a pretrained model
-    takes a new `attention_window` too (its weights do not depend on it). `gradient_checkpointing` recomputes
-    each layer's activations in the backward pass instead of keeping them.
+    `overrides` (any field of the family's config) change the named size or the pretrained model's config (dropouts,
+    LED's windows, PEGASUS-X's block size: the weights do not depend on them); `attention_window` is LED's window.
+    `gradient_checkpointing` recomputes each layer's activations in the backward pass instead of keeping them.
     """
     model = _build_model(size, pretrained, attention_window, vocab_size, dict(overrides or {}))
     if gradient_checkpointing:
@@ -53,28 +60,75 @@ def build_model(size: str = "tiny", pretrained: str | None = None, attention_win
 
 
 def _build_model(size: str, pretrained: str | None, attention_window: int | list[int] | None, vocab_size: int | None,
-                 overrides: dict[str, Any]) -> LEDForConditionalGeneration:
+                 overrides: dict[str, Any]) -> EncoderDecoderModel:
+    family, config = model_config(size, pretrained, attention_window, vocab_size, overrides)
+    if not pretrained:
+        return family.model_class(config)
+    model = family.model_class.from_pretrained(pretrained)
+    if not overrides:
+        return model
+    # Windows, blocks and dropouts change the modules, not the weights: rebuild on the meta device, reuse the tensors.
+    with torch.device("meta"):
+        rebuilt = family.model_class(config)
+    rebuilt.load_state_dict(model.state_dict(), assign=True)
+    rebuilt.tie_weights()
+    rebuilt.generation_config = model.generation_config
+    return rebuilt
+
+
+def model_config(size: str = "tiny", pretrained: str | None = None,
+                 attention_window: int | list[int] | None = None, vocab_size: int | None = None,
+                 overrides: dict[str, Any] | None = None) -> tuple[Family, Any]:
+    """The family and config `build_model` builds with these arguments, without any weights: a pretrained model's
+    from its config.json alone."""
+    overrides = dict(overrides or {})
+    family = family_of_checkpoint(pretrained) if pretrained else _family_of_size(size)
     if attention_window is not None:
+        if family.model_type != "led":
+            raise ConfigError(f"model.attention_window={attention_window} is LED's sliding window; {family.name} "
+                              f"attends within blocks instead: set model.overrides.block_size")
         overrides["attention_window"] = list(attention_window) if isinstance(attention_window, (list, tuple)) \
             else attention_window
+    _check_fields(overrides, family)
     if pretrained:
-        model = LEDForConditionalGeneration.from_pretrained(pretrained)
-        if not overrides:
-            return model
-        # Windows and dropouts change the modules, not the weights: rebuild on the meta device, reuse the tensors.
-        config = LEDConfig.from_dict({**model.config.to_dict(), **overrides})
-        with torch.device("meta"):
-            rebuilt = LEDForConditionalGeneration(config)
-        rebuilt.load_state_dict(model.state_dict(), assign=True)
-        rebuilt.tie_weights()
-        return rebuilt
+        directory = resolve_model_dir(pretrained, ["config.json"], contents="config.json and the weights")
+        saved = family.config_class.from_json_file(directory / "config.json")
+        return family, family.config({**saved.to_dict(), **overrides}) if overrides else saved
     if vocab_size is not None:
         overrides.setdefault("vocab_size", vocab_size)
-    return LEDForConditionalGeneration(LEDConfig.from_name(size, **overrides))
+    return family, family.config_of_size(size, **overrides)
+
+
+def model_skeleton(model: dict[str, Any]) -> EncoderDecoderModel:
+    """The model a conf/model node describes, on the meta device: its family, structure and limits, with no weights
+    read or allocated (tools that need only those, e.g. led.stats)."""
+    settings = {key: value for key, value in model.items()
+                if not key.startswith("_") and key != "gradient_checkpointing"}
+    family, config = model_config(**settings)
+    with torch.device("meta"):
+        return family.model_class(config)
+
+
+def _family_of_size(size: str) -> Family:
+    try:
+        return family_of_size(size)
+    except ValueError as e:
+        raise ConfigError(f"model.size={size!r}: {e}") from None
+
+
+def _check_fields(overrides: dict[str, Any], family: Family) -> None:
+    """Each override must be a field of the family's config (a config.json would keep an unknown key silently)."""
+    fields = [f.name for f in dataclasses.fields(family.config_class) if f.name != "extra"]
+    for key in overrides:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+            hint = f"; did you mean model.overrides.{close[0]}?" if close else f" (its fields: {', '.join(fields)})"
+            raise ConfigError(f"model.overrides.{key} is not a field of {family.name}'s config "
+                              f"({family.config_class.__name__}){hint}")
 
 
 class LEDSummarizer(L.LightningModule):
-    """Teacher-forced training, validation loss and ROUGE (beam search) for `LEDForConditionalGeneration`.
+    """Teacher-forced training, validation loss and ROUGE (beam search) for a model of any family (LED, PEGASUS-X).
 
     The first five arguments are what the recipe hands it (led.recipes.train): config nodes, as plain dicts, that
     name what they build with `_target_`:
@@ -180,8 +234,6 @@ class LEDSummarizer(L.LightningModule):
         return total / tokens
 
     def _decoder_inputs(self, labels: Tensor) -> Tensor:
-        from led.models.led.modeling import shift_tokens_right
-
         config = self.model.config
         return shift_tokens_right(labels, config.pad_token_id, config.decoder_start_token_id)
 
@@ -243,7 +295,7 @@ class LEDSummarizer(L.LightningModule):
         # Every rank's random states, for an exact resume (dropout); and the model's config, so `led.export`
         # rebuilds the model without the pretrained files it started from.
         checkpoint["rng_states"] = rng_states()
-        checkpoint["led_config"] = self.model.config.to_dict()
+        checkpoint["model_config"] = self.model.config.to_dict()  # config.json's keys, model_type included
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_states_to_restore = checkpoint.get("rng_states")
