@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import open_dict
-from test_training import ROOT, TINY_CORPUS, TINY_MODEL, make_config
+from test_training import FAMILY_MODELS, ROOT, TINY_CORPUS, make_config
 
 from led.models.tokenizer import LEDTokenizer
 from led.recipes.train import train
@@ -117,8 +117,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("synthetic")
 
 
-def tiny(corpus: Path, tokenizer_dir: Path, *overrides: str) -> list[str]:
-    return [f"data.synthetic.dir={corpus}", *TINY_CORPUS, *TINY_MODEL, f"data.tokenizer={tokenizer_dir}",
+def tiny(corpus: Path, tokenizer_dir: Path, *overrides: str, family: str = "led") -> list[str]:
+    return [f"data.synthetic.dir={corpus}", *TINY_CORPUS, *FAMILY_MODELS[family], f"data.tokenizer={tokenizer_dir}",
             "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
             "trainer.enable_progress_bar=false", "module.val_rouge_examples=1", "generation.num_beams=1",
             "generation.max_new_tokens=4", *overrides]
@@ -139,8 +139,13 @@ def tiny(corpus: Path, tokenizer_dir: Path, *overrides: str) -> list[str]:
       "data.max_target_length<=128")),
     (["model.vocab_size=300"], "has 400 tokens but the model's embeddings hold 300 (model_vocab_size)"),
     (["+optimizer.lrr=1e-3"], "optimizer.lrr is not a setting of torch.optim.AdamW; did you mean optimizer.lr?"),
+    # Checked before the family is known: a field of neither family's config.
     (["+model.overrides.d_modle=256"],
-     "model.overrides.d_modle is not a setting of led.LEDConfig; did you mean model.overrides.d_model?"),
+     "model.overrides.d_modle is not a setting of led.LEDConfig or led.PegasusXConfig; did you mean "
+     "model.overrides.d_model?"),
+    (["model.size=huge"],
+     "model.size='huge': unknown model size 'huge': valid names are tiny (LED), led-base-16384 (LED), "
+     "led-large-16384 (LED), pegasus-x-tiny (PEGASUS-X)"),
     (["data.batch_size=two"],
      "data.batch_size='two' is not valid: led.data.datamodule.SummarizationDataModule takes batch_size as an integer"),
     (["model.gradient_checkpointing=yes"], "model.gradient_checkpointing='yes' is not valid"),
@@ -150,6 +155,34 @@ def test_setting_that_cannot_work_stops_with_one_line(overrides: list[str], mess
     before = earlier_run(tmp_path / "run")
     with pytest.raises(ValueError) as caught:  # ConfigError or DataError: both are printed as one line
         train(make_config(tmp_path, *tiny(corpus, tokenizer_dir, *overrides)))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert_untouched(tmp_path / "run", before)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["+model.attention_window=32"],
+     "model.attention_window=32 is LED's sliding window; PEGASUS-X attends within blocks instead: set "
+     "model.overrides.block_size"),
+    # A field of LED's config only: it passes the check of both families' fields, not the model's own.
+    (["+model.overrides.max_encoder_position_embeddings=1024"],
+     "model.overrides.max_encoder_position_embeddings is not a field of PEGASUS-X's config (PegasusXConfig); did you "
+     "mean model.overrides.max_position_embeddings?"),
+    # The size names the family: LED's tiny takes no PEGASUS-X block size.
+    (["model.size=tiny"], "model.overrides.block_size is not a field of LED's config (LEDConfig)"),
+    (["model.overrides.block_size=33"],
+     "PegasusXConfig.block_size=33 is invalid with stagger_local_blocks=true: staggering shifts blocks by half a "
+     "block, so block_size must be even"),
+    # The module's tokenizer (LED's byte-level BPE) would give ids that mean other tokens to PEGASUS-X.
+    ([], "holds a LED tokenizer (BPE), but the model is PEGASUS-X: use the model's own tokenizer"),
+    (["data.tokenizer=null", "data.tokenizer_vocab_size=100"],
+     "tokenizer_vocab_size=100: vocab_size=100 is too small: it must exceed 106 (PEGASUS reserves ids 0-105 for "
+     "special tokens)"),
+])
+def test_pegasus_x_setting_that_cannot_work_stops_with_one_line(overrides: list[str], message: str, tmp_path: Path,
+                                                                corpus: Path, tokenizer_dir: Path) -> None:
+    before = earlier_run(tmp_path / "run")
+    with pytest.raises(ValueError) as caught:
+        train(make_config(tmp_path, *tiny(corpus, tokenizer_dir, *overrides, family="pegasus_x")))
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert_untouched(tmp_path / "run", before)
 

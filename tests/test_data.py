@@ -14,6 +14,7 @@ import torch
 import led.data.datamodule
 from led.data.batching import LengthGroupedBatchSampler, SummarizationCollator, round_up
 from led.data.datamodule import SummarizationDataModule
+from led.errors import DataError
 from led.models.tokenizer import LEDTokenizer
 from led.prepare import main as prepare_main
 from led.prepare import prepare
@@ -91,6 +92,50 @@ def test_batches_follow_the_contract(corpus: SimpleNamespace, tmp_path: Path) ->
         assert batch["global_attention_mask"][:, 0].all() and batch["global_attention_mask"][:, 1:].sum() == 0
         seen += batch["ids"].tolist()
     assert sorted(seen) == list(range(37))
+
+
+def pegasus_x_model(vocab_size: int = 400, block_size: int = 16) -> Any:
+    """A PEGASUS-X model (on the meta device: only its family and limits matter here)."""
+    from led.training.module import model_skeleton
+
+    return model_skeleton(dict(size="pegasus-x-tiny", vocab_size=vocab_size, overrides=dict(block_size=block_size)))
+
+
+def test_pegasus_x_batches_pad_to_blocks_without_a_global_mask_and_train_a_unigram(corpus: SimpleNamespace,
+                                                                                   tmp_path: Path) -> None:
+    """From scratch, a PEGASUS-X model gets a PEGASUS tokenizer (a Unigram with its 106 reserved ids, text + </s>),
+    inputs padded to a multiple of its block size, and no global attention mask (its global tokens are learned)."""
+    from led.models.pegasus_x import PegasusTokenizer
+
+    dm = make_dm(corpus, tmp_path / "cache", tokenizer=None, tokenizer_vocab_size=300,
+                 tokenizer_dir=str(tmp_path / "tokenizer"), pad_to_multiple_of=1)
+    dm.match_model(pegasus_x_model(block_size=24))
+    tokenizer = dm.tokenizer
+    assert type(tokenizer) is PegasusTokenizer and tokenizer.pad_token_id == 0 and tokenizer.eos_token_id == 1
+    assert json.loads((tmp_path / "tokenizer" / "tokenizer.json").read_text())["model"]["type"] == "Unigram"
+    assert tokenizer.vocab_size > 106 and tokenizer.encode("the model")[0] >= 106  # pieces after the reserved ids
+    seen = []
+    for batch in dm.train_dataloader():
+        assert set(batch) == {"input_ids", "attention_mask", "labels", "ids"}
+        assert batch["input_ids"].shape[1] % 24 == 0 and batch["input_ids"].shape[1] <= 72
+        for row, record_id in enumerate(batch["ids"].tolist()):
+            n = int(batch["attention_mask"][row].sum())
+            article = corpus.splits["train"][record_id]["article"]
+            assert batch["input_ids"][row, :n].tolist() == tokenizer.encode(article, 64)
+            assert batch["input_ids"][row, n - 1] == 1 and (batch["input_ids"][row, n:] == 0).all()
+        seen += batch["ids"].tolist()
+    assert sorted(seen) == list(range(37))
+
+
+def test_another_familys_tokenizer_is_refused_in_one_line(corpus: SimpleNamespace, tmp_path: Path) -> None:
+    dm = make_dm(corpus, tmp_path)  # the corpus' tokenizer is LED's byte-level BPE
+    assert dm.tokenizer.vocab_size > 0  # loaded before the model is known: as the family its files are
+    dm.match_model(pegasus_x_model())
+    with pytest.raises(DataError) as caught:
+        _ = dm.tokenizer
+    assert str(caught.value) == (f"tokenizer={corpus.tokenizer_dir}: {corpus.tokenizer_dir} holds a LED tokenizer "
+                                 "(BPE), but the model is PEGASUS-X: use the model's own tokenizer (its checkpoint "
+                                 "directory), or train one for it")
 
 
 def test_truncation_keeps_eos(corpus: SimpleNamespace, tmp_path: Path) -> None:

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 import torch
-from test_training import FEW_STEPS, TINY_CORPUS, TINY_MODEL, make_config
+from test_training import FAMILIES, FAMILY_MODELS, FEW_STEPS, TINY_CORPUS, make_config
 
 from led.export import main as export_main
-from led.models.led.modeling import LEDForConditionalGeneration
-from led.models.tokenizer import LEDTokenizer
+from led.models.families import FAMILIES as MODEL_FAMILIES
+from led.models.families import load_tokenizer
+from led.models.tokenizer_base import TokenizerBase
 from led.recipes.evaluate import load_model
 from led.recipes.train import train
 from led.training.module import LEDSummarizer
@@ -25,6 +26,16 @@ TEXTS = ["The survey of the northern region found 12 new wells.", "  leading spa
          "<mask> tokens and </s> in text"]
 HF_FILES = ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "vocab.json",
             "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+# What `transformers` loads an export of each family with: its model and fast tokenizer classes, the files of its
+# tokenizer (PEGASUS' is tokenizer.json alone), and the special ids (bos, pad, eos, decoder start) it generates with.
+TRANSFORMERS_SIDE = {
+    "led": dict(model="LEDForConditionalGeneration", tokenizer="BartTokenizerFast", files=HF_FILES,
+                special_ids=(0, 1, 2, 2)),
+    "pegasus_x": dict(model="PegasusXForConditionalGeneration", tokenizer="PegasusTokenizerFast",
+                      files=("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+                             "tokenizer_config.json", "special_tokens_map.json"),
+                      special_ids=(None, 0, 1, 0)),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -36,19 +47,34 @@ def one_thread() -> Any:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """last.ckpt of a 3-step run of the tiny model (dropout on, beam search for validation)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("trained")
-    train(make_config(tmp, f"data.synthetic.dir={tmp / 'corpus'}", *TINY_CORPUS, *TINY_MODEL, *FEW_STEPS,
-                      "trainer.limit_val_batches=1"))
-    torch.set_num_threads(threads)
-    return tmp / "run" / "checkpoints" / "last.ckpt"
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """checkpoints(family): last.ckpt of a 3-step run of the family's tiny model (dropout on, beam search for
+    validation), trained on first use."""
+    trained: dict[str, Path] = {}
+
+    def checkpoint_of(family: str) -> Path:
+        if family not in trained:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            tmp = tmp_path_factory.mktemp(f"trained_{family}")
+            train(make_config(tmp, f"data.synthetic.dir={tmp / 'corpus'}", *TINY_CORPUS, *FAMILY_MODELS[family],
+                              "model.overrides.dropout=0.1", *FEW_STEPS, "trainer.limit_val_batches=1"))
+            torch.set_num_threads(threads)
+            trained[family] = tmp / "run" / "checkpoints" / "last.ckpt"
+        return trained[family]
+
+    return checkpoint_of
 
 
-def inputs(tokenizer: LEDTokenizer) -> dict[str, torch.Tensor]:
-    """Two documents of different lengths (right-padded, first token global) and teacher-forced summaries."""
+@pytest.fixture(scope="module")
+def checkpoint(checkpoints: Any) -> Path:
+    """The LED one, for what does not depend on the family."""
+    return checkpoints("led")
+
+
+def inputs(tokenizer: TokenizerBase, model: Any) -> dict[str, torch.Tensor]:
+    """Two documents of different lengths (right-padded; for LED, the first token global) and teacher-forced
+    summaries starting with the model's decoder start token."""
     ids = [tokenizer.encode(" ".join(TEXTS) * 3), tokenizer.encode(TEXTS[0])]
     length = max(map(len, ids))
     input_ids = torch.full((2, length), tokenizer.pad_token_id)
@@ -56,11 +82,13 @@ def inputs(tokenizer: LEDTokenizer) -> dict[str, torch.Tensor]:
     for row, sequence in enumerate(ids):
         input_ids[row, : len(sequence)] = torch.tensor(sequence)
         attention_mask[row, : len(sequence)] = 1
-    global_attention_mask = torch.zeros_like(input_ids)
-    global_attention_mask[:, 0] = 1
-    decoder_input_ids = torch.tensor([[2] + tokenizer.encode(TEXTS[1])[:9]] * 2)
-    return dict(input_ids=input_ids, attention_mask=attention_mask, global_attention_mask=global_attention_mask,
-                decoder_input_ids=decoder_input_ids)
+    start = model.config.decoder_start_token_id
+    decoder_input_ids = torch.tensor([[start] + tokenizer.encode(TEXTS[1])[:9]] * 2)
+    batch = dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+    if model.takes_global_attention_mask:
+        batch["global_attention_mask"] = torch.zeros_like(input_ids)
+        batch["global_attention_mask"][:, 0] = 1
+    return batch
 
 
 def logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -68,46 +96,53 @@ def logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model.eval()(**batch).logits
 
 
-def test_export_loads_in_transformers_and_led_with_the_same_logits(checkpoint: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_loads_in_transformers_and_led_with_the_same_logits(family: str, checkpoints: Any,
+                                                                   tmp_path: Path) -> None:
+    checkpoint, side = checkpoints(family), TRANSFORMERS_SIDE[family]
     out = tmp_path / "exported"
     assert export_main([f"ckpt_path={checkpoint}", f"out={out}"]) == out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]  # no staging directory left beside it
-    for name in HF_FILES:
-        assert (out / name).is_file(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(side["files"])
 
     module = LEDSummarizer.load_from_checkpoint(str(checkpoint), map_location="cpu")
-    tokenizer = LEDTokenizer.from_pretrained(module.hparams.tokenizer)
-    batch = inputs(tokenizer)
+    assert module.model.config.model_type == family
+    tokenizer = load_tokenizer(module.hparams.tokenizer, family)
+    assert type(tokenizer) is MODEL_FAMILIES[family].tokenizer_class
+    batch = inputs(tokenizer, module.model)
     expected = logits(module.model, batch)
-    hf, info = transformers.LEDForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    hf, info = getattr(transformers, side["model"]).from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     torch.testing.assert_close(logits(hf, batch), expected, atol=1e-4, rtol=0)
-    ours = LEDForConditionalGeneration.from_pretrained(out)
+    ours = MODEL_FAMILIES[family].model_class.from_pretrained(out)
     torch.testing.assert_close(logits(ours, batch), expected, atol=1e-4, rtol=0)
 
     # The run's validation generation settings, with the special token ids, as transformers reads them.
     generation = transformers.GenerationConfig.from_pretrained(out)
     assert (generation.num_beams, generation.max_new_tokens, generation.early_stopping) == (2, 6, True)
     assert (generation.bos_token_id, generation.pad_token_id, generation.eos_token_id,
-            generation.decoder_start_token_id) == (0, 1, 2, 2)
+            generation.decoder_start_token_id) == side["special_ids"]
     assert ours.generation_config.num_beams == 2
 
-    hf_tokenizer = transformers.BartTokenizerFast.from_pretrained(out)
-    for text in TEXTS:
-        assert hf_tokenizer(text)["input_ids"] == tokenizer.encode(text), text
+    for hf_tokenizer in (getattr(transformers, side["tokenizer"]).from_pretrained(out),
+                         transformers.AutoTokenizer.from_pretrained(out)):
+        for text in TEXTS:
+            assert hf_tokenizer(text)["input_ids"] == tokenizer.encode(text), (type(hf_tokenizer), text)
 
     # evaluate.py ckpt_path=DIR: the model and the tokenizer come from the directory.
     loaded = load_model(str(out))
-    assert loaded.tokenizer == str(out)
+    assert loaded.tokenizer == str(out) and type(loaded.model) is type(module.model)
     torch.testing.assert_close(logits(loaded.model, batch), expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
-def test_sharded_fsdp_checkpoint_directory_exports_too(checkpoint: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sharded_fsdp_checkpoint_directory_exports_too(family: str, checkpoints: Any, tmp_path: Path) -> None:
     # The layout Lightning's FSDPStrategy writes with state_dict_type="sharded": the weights through
     # torch.distributed.checkpoint under "model", everything else in meta.pt.
     import torch.distributed.checkpoint as dcp
 
+    checkpoint = checkpoints(family)
     full = torch.load(checkpoint, map_location="cpu", weights_only=True)
     sharded = tmp_path / "last.ckpt"
     dcp.save({"model": full.pop("state_dict")}, checkpoint_id=sharded, no_dist=True)
@@ -117,10 +152,10 @@ def test_sharded_fsdp_checkpoint_directory_exports_too(checkpoint: Path, tmp_pat
     export_main([f"ckpt_path={checkpoint}", f"out={tmp_path / 'from_file'}"])
     for name in ("config.json", "generation_config.json", "tokenizer.json"):
         assert (tmp_path / "from_sharded" / name).read_text() == (tmp_path / "from_file" / name).read_text()
-    batch = inputs(LEDTokenizer.from_pretrained(tmp_path / "from_file"))
-    torch.testing.assert_close(logits(LEDForConditionalGeneration.from_pretrained(tmp_path / "from_sharded"), batch),
-                               logits(LEDForConditionalGeneration.from_pretrained(tmp_path / "from_file"), batch),
-                               atol=0, rtol=0)
+    model_class = MODEL_FAMILIES[family].model_class
+    from_file, from_sharded = (model_class.from_pretrained(tmp_path / name) for name in ("from_file", "from_sharded"))
+    batch = inputs(load_tokenizer(tmp_path / "from_file", family), from_file)
+    torch.testing.assert_close(logits(from_sharded, batch), logits(from_file, batch), atol=0, rtol=0)
 
 
 def test_exported_files_are_readable_by_the_group(checkpoint: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_training import FEW_STEPS, TINY_CORPUS, TINY_MODEL, make_config
+from test_training import FAMILY_MODELS, FEW_STEPS, TINY_CORPUS, TINY_MODEL, make_config
 
 from led.metrics import rouge_by_length
 from led.recipes.evaluate import evaluate
@@ -74,6 +74,21 @@ def test_runs_write_their_pages_and_evaluation_records_per_example(finished: dic
     stats = json.loads((finished["stats"].parent / "stats.json").read_text())
     assert stats["source"]["p50"] <= stats["source"]["p99"] <= stats["source"]["max"]
     assert stats["padding"]["length_grouped"] <= stats["padding"]["random"]
+
+
+def test_stats_of_a_pegasus_x_config_use_its_tokenizer_and_block_size(finished: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    """`python -m led.stats model=pegasus_x_tiny ...`: lengths in the tokens of the Unigram trained for it, padding
+    to its blocks (the model's family and limits come from its config alone)."""
+    corpus = finished["run"].parent.parent / "corpus"
+    stats_main([f"data.synthetic.dir={corpus}", *TINY_CORPUS, *FAMILY_MODELS["pegasus_x"],
+                "model.overrides.block_size=48", f"output_dir={tmp_path}"])
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["pad_to_multiple_of"] == 48
+    assert json.loads((tmp_path / "tokenizer" / "tokenizer.json").read_text())["model"]["type"] == "Unigram"
+    led_stats = json.loads((finished["stats"].parent / "stats.json").read_text())
+    assert stats["pad_to_multiple_of"] != led_stats["pad_to_multiple_of"]
+    assert stats["source"]["max"] != led_stats["source"]["max"]  # another tokenizer, other lengths
 
 
 def test_rouge_by_length_buckets_by_quartile() -> None:

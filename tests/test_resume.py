@@ -24,7 +24,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.trainer.states import TrainerFn
-from test_training import ROOT, TINY_CORPUS, TINY_MODEL, make_config
+from test_training import FAMILIES, FAMILY_MODELS, ROOT, TINY_CORPUS, make_config
 from torch.utils.data import DataLoader
 
 import led.files
@@ -42,10 +42,12 @@ from led.training.module import NonFiniteLossError
 
 # 12 training records in batches of 2: 6 steps an epoch, so 8 steps cross into a second epoch. Dropout is on
 # (the default run has none), so the RNG states must be restored; validation at steps 3 and 6, last.ckpt every 2 steps.
-RESUMABLE = [*TINY_CORPUS, *TINY_MODEL, "model.overrides.dropout=0.1", "trainer.max_steps=8", "trainer.val_check_interval=3",
+# RESUMABLE[family]: those settings for the tiny model of each family.
+COMMON = [*TINY_CORPUS, "model.overrides.dropout=0.1", "trainer.max_steps=8", "trainer.val_check_interval=3",
              "trainer.limit_val_batches=1", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
              "trainer.deterministic=true", "module.val_rouge_examples=1", "generation.num_beams=1",
              "generation.max_new_tokens=4", "callbacks.last_checkpoint.every_n_train_steps=2"]
+RESUMABLE = {family: [*COMMON, *FAMILY_MODELS[family]] for family in FAMILIES}
 
 
 @pytest.fixture(autouse=True)
@@ -58,17 +60,31 @@ def one_thread() -> Any:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], dict[str, Any]]:
-    """The overrides every run shares (corpus, tokenizer) and the final checkpoint of an uninterrupted run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("uninterrupted")
-    overrides = [f"data.synthetic.dir={tmp / 'corpus'}", *RESUMABLE]
-    train(make_config(tmp, *overrides))
-    torch.set_num_threads(threads)
-    # Every run uses the tokenizer this one trained, so all of them tokenise identically.
-    overrides.append(f"data.tokenizer={tmp / 'run' / 'tokenizer'}")
-    return overrides, load(tmp / "run" / "checkpoints" / "last.ckpt")
+def uninterrupted_runs(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """uninterrupted_runs(family): the overrides every run of that family shares (corpus, tokenizer) and the final
+    checkpoint of an uninterrupted run (trained once, on first use)."""
+    runs: dict[str, tuple[list[str], dict[str, Any]]] = {}
+
+    def run(family: str) -> tuple[list[str], dict[str, Any]]:
+        if family not in runs:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            tmp = tmp_path_factory.mktemp(f"uninterrupted_{family}")
+            overrides = [f"data.synthetic.dir={tmp / 'corpus'}", *RESUMABLE[family]]
+            train(make_config(tmp, *overrides))
+            torch.set_num_threads(threads)
+            # Every run uses the tokenizer this one trained, so all of them tokenise identically.
+            overrides.append(f"data.tokenizer={tmp / 'run' / 'tokenizer'}")
+            runs[family] = overrides, load(tmp / "run" / "checkpoints" / "last.ckpt")
+        return runs[family]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_runs: Any) -> tuple[list[str], dict[str, Any]]:
+    """The LED run: the tests of what does not depend on the model."""
+    return uninterrupted_runs("led")
 
 
 class PauseAt(L.Callback):
@@ -181,9 +197,10 @@ def assert_same_training_state(resumed: dict[str, Any], expected: dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------- whole runs
-def test_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path: Path,
-                                                          uninterrupted: tuple[list[str], dict]) -> None:
-    overrides, expected = uninterrupted
+@pytest.mark.parametrize("family", FAMILIES)
+def test_run_killed_mid_epoch_resumes_to_the_same_weights(family: str, tmp_path: Path, uninterrupted_runs: Any) -> None:
+    overrides, expected = uninterrupted_runs(family)
+    assert expected["model_config"]["model_type"] == family
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     process = start_training(tmp_path / "run", overrides, pause_at=4)
     process.kill()  # SIGKILL: nothing runs after it

@@ -34,8 +34,16 @@ TINY_CORPUS = ["data.synthetic.train=12", "data.synthetic.short_train=0", "data.
                "data.synthetic.min_sentences=15", "data.synthetic.max_sentences=25",
                "data.tokenizer_vocab_size=400", "data.max_input_length=512", "data.batch_size=2",
                "data.eval_batch_size=4"]
-TINY_MODEL = ["model.attention_window=32", "+model.overrides.max_encoder_position_embeddings=1024",
-              "+model.overrides.max_decoder_position_embeddings=128"]
+# Each family's model, shrunk for seconds: FAMILY_SIZES[family] is its smallest named size (and conf/model option),
+# SHRINK[family] what makes it smaller still; FAMILY_MODELS[family] picks the family's tiny model. The framework
+# tests run for every family (parametrised with FAMILIES); TINY_MODEL is the default model=tiny (LED).
+FAMILIES = ["led", "pegasus_x"]
+FAMILY_SIZES = {"led": "tiny", "pegasus_x": "pegasus-x-tiny"}
+SHRINK = {"led": ["model.attention_window=32", "+model.overrides.max_encoder_position_embeddings=1024",
+                  "+model.overrides.max_decoder_position_embeddings=128"],
+          "pegasus_x": ["+model.overrides.block_size=32"]}
+FAMILY_MODELS = {"led": SHRINK["led"], "pegasus_x": ["model=pegasus_x_tiny", *SHRINK["pegasus_x"]]}
+TINY_MODEL = FAMILY_MODELS["led"]
 FEW_STEPS = ["trainer.max_steps=3", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1",
              "trainer.enable_progress_bar=false", "module.val_rouge_examples=2", "generation.num_beams=2",
              "generation.max_new_tokens=6"]
@@ -80,38 +88,73 @@ def test_default_run_writes_metrics_checkpoints_and_config(tmp_path: Path, corpu
     assert len(predictions) == 4 and all(p["reference"].startswith("- ") for p in predictions)
 
 
+# What each family's experiments keep of their published recipe (the first comment of conf/experiment/*.yaml): the
+# pretrained model, lengths, optimizer, label smoothing and generation settings, and the learning rate by dataset.
+RECIPES = {
+    "led": dict(pretrained="allenai/led-{size}-16384", lengths=(16384, 512), optimizer="torch.optim.AdamW",
+                scheduler="led.training.schedules.linear", label_smoothing=0.0, lr={"arxiv": 3e-5, "pubmed": 3e-5},
+                generation={"num_beams": 4, "max_new_tokens": 511, "min_length": 100, "length_penalty": 2.0,
+                            "no_repeat_ngram_size": 3, "early_stopping": True}),
+    "pegasus_x": dict(pretrained="google/pegasus-x-{size}", lengths=(16384, 256), optimizer="torch.optim.Adafactor",
+                      scheduler="led.training.schedules.constant", label_smoothing=0.1,
+                      lr={"arxiv": 8e-4, "pubmed": 2e-4},
+                      generation={"num_beams": 8, "max_new_tokens": 255, "length_penalty": 0.8,
+                                  "no_repeat_ngram_size": 0, "early_stopping": True}),
+}
+
+
+def experiment_family(experiment: str, tmp_path: Path) -> str:
+    """The family of the model an experiment trains, as the framework finds it: by its size's name."""
+    from led.models.families import family_of_size
+
+    return family_of_size(make_config(tmp_path, f"experiment={experiment}").model.size).model_type
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_fits_with_tiny_overrides(experiment: str, tmp_path: Path, corpus: Path) -> None:
-    # The experiment's own data settings stay (fields, global attention...); only the source and sizes shrink.
+    # The experiment's own data settings stay (fields, global attention...); only the source and sizes shrink, to
+    # the tiny model of the experiment's family.
+    family = experiment_family(experiment, tmp_path)
     cfg = make_config(
-        tmp_path, f"experiment={experiment}", "model.pretrained=null", "model.size=tiny", "model.vocab_size=400",
-        "model.gradient_checkpointing=true", "trainer.accelerator=cpu", "logger=csv", "data=synthetic",
-        f"data.synthetic.dir={corpus}", *TINY_CORPUS, "data.max_target_length=32", "data.num_workers=0",
-        "data.num_proc=null", *TINY_MODEL, *FEW_STEPS, "trainer.limit_val_batches=1", "generation.min_length=0",
+        tmp_path, f"experiment={experiment}", "model.pretrained=null", f"model.size={FAMILY_SIZES[family]}",
+        "model.vocab_size=400", "model.gradient_checkpointing=true", "trainer.accelerator=cpu", "logger=csv",
+        "data=synthetic", f"data.synthetic.dir={corpus}", *TINY_CORPUS, "data.max_target_length=32",
+        "data.num_workers=0", "data.num_proc=null", *SHRINK[family], *FEW_STEPS, "trainer.limit_val_batches=1",
+        "++generation.min_length=0",
     )
-    assert cfg.trainer.precision == "bf16-mixed" and cfg.optimizer.lr == 3e-5  # the recipe survived
+    recipe = RECIPES[family]
+    dataset = experiment.split("_")[0]
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.optimizer.lr == recipe["lr"][dataset]  # the recipe survived
     metrics = train(cfg)
     assert metrics["global_step"] == 3 and math.isfinite(metrics["loss"])
-    # The checkpoint stores the generation settings it was validated with: evaluate.py and led.export use them.
+    # The checkpoint stores the model's family and the generation settings it was validated with: evaluate.py and
+    # led.export use them.
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["model_config"]["model_type"] == family
     assert checkpoint["hyper_parameters"]["generation"] == OmegaConf.to_container(cfg.generation)
-    assert checkpoint["hyper_parameters"]["generation"]["length_penalty"] == 2.0  # the recipe's, not overridden
+    # the recipe's, not overridden
+    assert checkpoint["hyper_parameters"]["generation"]["length_penalty"] == recipe["generation"]["length_penalty"]
 
 
-def test_experiments_compose_with_their_published_recipe(tmp_path: Path) -> None:
-    for experiment in EXPERIMENTS:
-        cfg = make_config(tmp_path, f"experiment={experiment}")
-        size = "large" if "large" in experiment else "base"
-        assert cfg.model.pretrained == f"allenai/led-{size}-16384"
-        assert (cfg.data.max_input_length, cfg.data.max_target_length) == (16384, 512)
-        assert cfg.model.gradient_checkpointing and cfg.trainer.precision == "bf16-mixed"
-        first_line = (ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text().splitlines()[1]
-        assert first_line == f"# python train.py experiment={experiment}"
-        # The published generation settings: validation uses them, the checkpoint stores them, and evaluate.py and
-        # the exported generation_config.json take them from there.
-        generation = {k: v for k, v in OmegaConf.to_container(cfg.generation).items() if not k.startswith("_")}
-        assert generation == {"num_beams": 4, "max_new_tokens": 511, "min_length": 100, "length_penalty": 2.0,
-                              "no_repeat_ngram_size": 3, "early_stopping": True}, experiment
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_compose_with_their_published_recipe(experiment: str, tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, f"experiment={experiment}")
+    family = experiment_family(experiment, tmp_path)
+    assert family in experiment  # arxiv_led_base, pubmed_pegasus_x_base, ...
+    recipe = RECIPES[family]
+    size = "large" if "large" in experiment else "base"
+    assert cfg.model.pretrained == recipe["pretrained"].format(size=size)
+    assert (cfg.data.max_input_length, cfg.data.max_target_length) == recipe["lengths"]
+    assert cfg.model.gradient_checkpointing and cfg.trainer.precision == "bf16-mixed"
+    assert (cfg.optimizer._target_, cfg.scheduler._target_) == (recipe["optimizer"], recipe["scheduler"])
+    assert cfg.optimizer.lr == recipe["lr"][experiment.split("_")[0]]
+    assert cfg.module.label_smoothing == recipe["label_smoothing"]
+    first_line = (ROOT / "conf" / "experiment" / f"{experiment}.yaml").read_text().splitlines()[1]
+    assert first_line == f"# python train.py experiment={experiment}"
+    # The published generation settings: validation uses them, the checkpoint stores them, and evaluate.py and
+    # the exported generation_config.json take them from there.
+    generation = {k: v for k, v in OmegaConf.to_container(cfg.generation).items() if not k.startswith("_")}
+    assert generation == recipe["generation"]
 
 
 def test_lengths_beyond_the_model_fail_before_any_work(tmp_path: Path, corpus: Path) -> None:
@@ -150,28 +193,43 @@ def test_schedules_warm_up_then_decay() -> None:
         schedules.linear(10, warmup_steps=1, warmup_ratio=0.1)
 
 
-def tiny_module(**kwargs: object) -> LEDSummarizer:
+# A model of each family small enough for a few Lightning steps in a second: 16 channels, vocabulary 64.
+TINY_MODULE_MODELS = {
+    "led": dict(size="tiny", attention_window=8, overrides=dict(max_encoder_position_embeddings=64,
+                                                                 max_decoder_position_embeddings=16)),
+    "pegasus_x": dict(size="pegasus-x-tiny", overrides=dict(block_size=8, num_global_tokens=2)),
+}
+
+
+def tiny_module(family: str = "led", **kwargs: object) -> LEDSummarizer:
     torch.manual_seed(0)
-    model = dict(_target_="led.training.module.build_model", size="tiny", attention_window=8, vocab_size=64,
-                 overrides=dict(d_model=16, encoder_ffn_dim=32, decoder_ffn_dim=32, max_encoder_position_embeddings=64,
-                                max_decoder_position_embeddings=16, encoder_attention_heads=2,
-                                decoder_attention_heads=2, dropout=0.0))
+    node = TINY_MODULE_MODELS[family]
+    model = dict(node, _target_="led.training.module.build_model", vocab_size=64,
+                 overrides=dict(node["overrides"], d_model=16, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                                encoder_attention_heads=2, decoder_attention_heads=2, dropout=0.0))
     return LEDSummarizer(model=model, optimizer=dict(_target_="torch.optim.AdamW", _partial_=True, lr=1e-3),
                          scheduler=dict(_target_="led.training.schedules.constant", _partial_=True), generation=None,
                          tokenizer=None, **kwargs)
 
 
-def tiny_batch() -> dict[str, torch.Tensor]:
+def without_global_mask(batch: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    """The batch as the DataModule makes it for `family`: a global attention mask for LED only."""
+    return batch if family == "led" else {k: v for k, v in batch.items() if k != "global_attention_mask"}
+
+
+def tiny_batch(family: str = "led") -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(4, 64, (2, 16), generator=generator)
     labels = torch.randint(4, 64, (2, 5), generator=generator)
     labels[1, 3:] = -100
-    return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels,
-                global_attention_mask=torch.zeros_like(input_ids), ids=torch.tensor([7, 9]))
+    return without_global_mask(dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels,
+                                     global_attention_mask=torch.zeros_like(input_ids), ids=torch.tensor([7, 9])),
+                               family)
 
 
-def test_no_weight_decay_on_biases_and_layer_norms() -> None:
-    module = tiny_module()
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_weight_decay_on_biases_and_layer_norms(family: str) -> None:
+    module = tiny_module(family)
     decay, no_decay = parameter_groups(module.model, 0.1)
     names = {id(p): n for n, p in module.model.named_parameters()}
     assert all(names[id(p)].endswith("bias") or "layer_norm" in names[id(p)] or "layernorm" in names[id(p)]
@@ -181,9 +239,10 @@ def test_no_weight_decay_on_biases_and_layer_norms() -> None:
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(module.model.parameters()))
 
 
-def test_label_smoothing_loss() -> None:
-    batch = tiny_batch()
-    smoothed = tiny_module(label_smoothing=0.1)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_label_smoothing_loss(family: str) -> None:
+    batch = tiny_batch(family)
+    smoothed = tiny_module(family, label_smoothing=0.1)
     logits = smoothed.model(batch["input_ids"], batch["attention_mask"], labels=batch["labels"]).logits
     expected = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, label_smoothing=0.1)
     torch.testing.assert_close(smoothed._loss(batch, 0.1), expected)
@@ -228,22 +287,23 @@ def test_optimizer_node_builds_the_configured_optimizer_over_the_decay_groups(tm
     assert scheduler.lr_lambdas[0](49) == 1.0 and scheduler.lr_lambdas[0](100) == 0.0
 
 
-def _batch(rows: list[tuple[list[int], list[int]]], ids: list[int]) -> dict[str, torch.Tensor]:
+def _batch(rows: list[tuple[list[int], list[int]]], ids: list[int], family: str) -> dict[str, torch.Tensor]:
     """A batch as the DataModule's collator builds it: inputs padded with 1 to 16 tokens, labels with -100."""
     inputs = torch.full((len(rows), 16), 1)
     labels = torch.full((len(rows), max(len(target) for _, target in rows)), -100)
     for row, (source, target) in enumerate(rows):
         inputs[row, : len(source)] = torch.tensor(source)
         labels[row, : len(target)] = torch.tensor(target)
-    return dict(input_ids=inputs, attention_mask=(inputs != 1).long(), global_attention_mask=torch.zeros_like(inputs),
-                labels=labels, ids=torch.tensor(ids))
+    return without_global_mask(dict(input_ids=inputs, attention_mask=(inputs != 1).long(), labels=labels,
+                                    global_attention_mask=torch.zeros_like(inputs), ids=torch.tensor(ids)), family)
 
 
-def _weights_after_one_step(batches: list[dict[str, torch.Tensor]], accumulate: int) -> dict[str, torch.Tensor]:
+def _weights_after_one_step(batches: list[dict[str, torch.Tensor]], accumulate: int,
+                            family: str) -> dict[str, torch.Tensor]:
     import lightning as L
 
     # SGD: its step is proportional to the gradient (Adam's first step is nearly sign(g), blind to weighting).
-    module = tiny_module()
+    module = tiny_module(family)
     module.hparams.optimizer = dict(_target_="torch.optim.SGD", _partial_=True, lr=1.0)
     trainer = L.Trainer(accelerator="cpu", max_steps=1, accumulate_grad_batches=accumulate, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -252,16 +312,18 @@ def _weights_after_one_step(batches: list[dict[str, torch.Tensor]], accumulate: 
     return {name: value.detach().clone() for name, value in module.model.state_dict().items()}
 
 
-def test_gradient_accumulation_is_the_mean_over_all_target_tokens() -> None:
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradient_accumulation_is_the_mean_over_all_target_tokens(family: str) -> None:
     # Two short summaries (2 tokens) and two long ones (12): a mean of the micro-batches' means would weight each
     # short-summary token 6x a long-summary one.
     generator = torch.Generator().manual_seed(1)
     rows = [(torch.randint(4, 64, (length,), generator=generator).tolist(),
              torch.randint(4, 64, (target,), generator=generator).tolist())
             for length, target in ((14, 2), (10, 2), (16, 12), (12, 12))]
-    whole = _weights_after_one_step([_batch(rows, [0, 1, 2, 3])], accumulate=1)
-    accumulated = _weights_after_one_step([_batch(rows[:2], [0, 1]), _batch(rows[2:], [2, 3])], accumulate=2)
-    start = tiny_module().model.state_dict()
+    whole = _weights_after_one_step([_batch(rows, [0, 1, 2, 3], family)], accumulate=1, family=family)
+    accumulated = _weights_after_one_step([_batch(rows[:2], [0, 1], family), _batch(rows[2:], [2, 3], family)],
+                                          accumulate=2, family=family)
+    start = tiny_module(family).model.state_dict()
     moved = max((whole[name] - start[name]).abs().max().item() for name in whole)
     difference = max((whole[name] - accumulated[name]).abs().max().item() for name in whole)
     assert moved > 1e-3  # the step changed the weights

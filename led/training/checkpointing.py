@@ -110,7 +110,9 @@ def checkpoint_mismatch(path: Path, module: torch.nn.Module) -> str | None:
     saved_config = saved_model_config(checkpoint)
     if isinstance(saved_config, dict) and config is not None:
         ours = config.to_dict()
-        differing = [key for key in sorted(saved_config) if key in ours and saved_config[key] != ours[key]]
+        # The family first (another family's checkpoint differs in most keys), then the rest by name.
+        differing = [key for key in sorted(saved_config, key=lambda k: (k != "model_type", k))
+                     if key in ours and saved_config[key] != ours[key]]
         if differing:
             parts.insert(0, "it was saved with " + ", ".join(f"{key}={saved_config[key]}" for key in differing[:6])
                          + ", this run has " + ", ".join(f"{key}={ours[key]}" for key in differing[:6]))
