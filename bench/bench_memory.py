@@ -1,9 +1,10 @@
-"""Measured vs estimated (led/memory.py) peak memory of one training step.
+"""Measured vs estimated (led.memory) peak memory of one training step, for both families (LED, PEGASUS-X).
 
 A step is forward + loss + backward + AdamW step, after one warm-up step (so the optimizer states exist,
 as in every step of a run but the first) and with gradients freed before it (`zero_grad(set_to_none=True)`).
 
-    python bench/bench_memory.py                              # small shape, 1,024 / 4,096 / 16,384 tokens, CPU fp32
+    python bench/bench_memory.py                              # small shapes, 1,024 / 4,096 / 16,384 tokens, CPU fp32
+    python bench/bench_memory.py --family pegasus_x --lengths 1024 4096 8192
     python bench/bench_memory.py --shape base --lengths 1024 4096
     python bench/bench_memory.py --device cuda --precision bf16-mixed --shape base --lengths 4096 16384
 
@@ -38,14 +39,23 @@ import sys
 import time
 from typing import Any
 
-SHAPES = {
-    "small": dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4,
-                  decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, attention_window=512),
-    "base": dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-                 decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, attention_window=1024),
-    "large": dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
-                  decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096, attention_window=1024),
-}
+# Per family: model_type, the named size whose other settings a shape keeps, and the shapes (the sizes' own).
+FAMILY_SIZES = {"led": ("tiny", "led-base-16384", "led-large-16384"),
+                "pegasus_x": ("pegasus-x-tiny", "pegasus-x-base", "pegasus-x-large")}
+SMALL = dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention_heads=4, decoder_attention_heads=4,
+             encoder_ffn_dim=1024, decoder_ffn_dim=1024)
+SHAPES = {"led": {"small": dict(SMALL, attention_window=512, max_encoder_position_embeddings=16384)},
+          "pegasus_x": {"small": dict(SMALL, block_size=512, num_global_tokens=128)}}
+
+
+def model_config(family_name: str, shape: str, **overrides: Any) -> dict:
+    """A config.json dictionary of `family_name`'s shape `shape` (small, base, large)."""
+    from led.models.families import family
+
+    sizes = FAMILY_SIZES[family_name]
+    size = {"small": sizes[1], "base": sizes[1], "large": sizes[2]}[shape]
+    settings = {**SHAPES[family_name].get(shape, {}), **overrides}
+    return family(family_name).config_of_size(size, **settings).to_dict()
 
 
 def _status_kib(field: str) -> int:
@@ -105,7 +115,7 @@ def _train_step(model, optimizer, batch: dict, precision: str, explain: dict | N
 
 
 def _batch(vocab_size: int, batch_size: int, input_length: int, target_length: int, num_global: int,
-           device: str, seed: int = 0) -> dict:
+           device: str, seed: int = 0, takes_global: bool = True) -> dict:
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -113,7 +123,7 @@ def _batch(vocab_size: int, batch_size: int, input_length: int, target_length: i
     global_mask = torch.zeros_like(input_ids)
     global_mask[:, :num_global] = 1
     batch = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                 global_attention_mask=global_mask if num_global else None,
+                 global_attention_mask=global_mask if num_global and takes_global else None,
                  labels=torch.randint(4, vocab_size, (batch_size, target_length), generator=gen))
     return {k: v.to(device) for k, v in batch.items() if v is not None}
 
@@ -121,9 +131,9 @@ def _batch(vocab_size: int, batch_size: int, input_length: int, target_length: i
 def _build(config, checkpointing: bool, precision: str, device: str):
     import torch
 
-    from led import LEDForConditionalGeneration
+    from led.models.families import family
 
-    model = LEDForConditionalGeneration(config).to(device).train()
+    model = family(config.model_type).model_class(config).to(device).train()
     if precision == "bf16-true":
         model = model.to(torch.bfloat16)
     if checkpointing:
@@ -132,14 +142,16 @@ def _build(config, checkpointing: bool, precision: str, device: str):
 
 
 @functools.cache
-def _warm_up(checkpointing: bool, precision: str, device: str) -> None:
-    """One step of the tiny model: what a process loads once (torch.optim imports torch._dynamo, ~65 MB;
+def _warm_up(model_type: str, checkpointing: bool, precision: str, device: str) -> None:
+    """One step of the family's tiny model: what a process loads once (torch.optim imports torch._dynamo, ~65 MB;
     kernel code; thread pools) is then in the baseline, not in the step's memory."""
-    from led import LEDConfig
+    from led.models.families import family
 
-    tiny = LEDConfig.from_name("tiny", vocab_size=1000, max_encoder_position_embeddings=512)
+    tiny = family(model_type).config_of_size(FAMILY_SIZES[model_type][0], vocab_size=1000)
     model, optimizer = _build(tiny, checkpointing, precision, device)
-    _train_step(model, optimizer, _batch(tiny.vocab_size, 1, 256, 32, 1, device), precision)
+    takes_global = model.takes_global_attention_mask
+    _train_step(model, optimizer, _batch(tiny.vocab_size, 1, 256, 32, 1, device, takes_global=takes_global),
+                precision)
     del model, optimizer
     gc.collect()
 
@@ -152,13 +164,15 @@ def measure(config: dict, batch_size: int, input_length: int, target_length: int
     and only with glibc returning freed memory does a second measurement in one process start clean."""
     import torch
 
-    from led import LEDConfig
+    from led.models.families import config_from_dict, family
 
     torch.set_num_threads(threads)
     cuda = device == "cuda"
-    _warm_up(checkpointing, precision, device)
-    config = LEDConfig(**config)
-    batch = _batch(config.vocab_size, batch_size, input_length, target_length, num_global, device)
+    config = config_from_dict(config)
+    _warm_up(config.model_type, checkpointing, precision, device)
+    takes_global = family(config.model_type).model_class.takes_global_attention_mask
+    batch = _batch(config.vocab_size, batch_size, input_length, target_length, num_global, device,
+                   takes_global=takes_global)
     if cuda:
         torch.cuda.empty_cache()
         baseline, reserved_baseline = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
@@ -207,12 +221,13 @@ def measure_in_subprocess(runs: list[dict], glibc_default: bool = False, timeout
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=list(SHAPES), default="small")
+    parser.add_argument("--family", choices=[*FAMILY_SIZES, "both"], default="both")
+    parser.add_argument("--shape", choices=["small", "base", "large"], default="small")
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--target-length", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-global", type=int, default=1)
-    parser.add_argument("--dropout", type=float, default=0.1, help="LEDConfig.dropout (0.1 in every LED)")
+    parser.add_argument("--dropout", type=float, default=0.1, help="the config's dropout (0.1 in the released models)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=["32", "bf16-mixed", "bf16-true"], default="32")
     parser.add_argument("--no-checkpointing", action="store_true", help="skip the gradient-checkpointing runs")
@@ -225,6 +240,25 @@ def _parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _print_row(args: argparse.Namespace, family_name: str, length: int, checkpointing: bool, run: dict,
+               result: dict, estimate: Any) -> None:
+    kept = sum(result["kept"].values())
+    line = (f"{family_name:>9} {length:>6} {'on' if checkpointing else 'off':>4} | {result['peak'] / 2**20:>11.0f} "
+            f"{estimate.total / 2**20:>11.0f} {estimate.total / result['peak']:>8.2f} | "
+            + (f"{kept / 2**20:>8.0f} {estimate.kept / 2**20:>8.0f}" if kept else f"{'-':>8} {'-':>8}")
+            + f" | {result['settled'] / 2**20:>14.0f} "
+            f"{(estimate.parameters + estimate.optimizer_states) / 2**20:>6.0f} |")
+    if args.device == "cuda":
+        line += f" {result['reserved'] / 2**20:>13.0f} |"
+    elif args.glibc_default:
+        default = measure_in_subprocess([run], glibc_default=True)[0]
+        line += f" {default['peak'] / 2**20:>6.0f} {estimate.total / default['peak']:>6.2f} |"
+    print(f"{line} {result['seconds']:>6.2f} | {estimate.peak_phase}", flush=True)
+    if args.explain and kept:
+        for node, size in sorted(result["kept"].items(), key=lambda kv: -kv[1]):
+            print(f"{'':>23}{size / 2**20:>10.1f} MB  {node}")
+
+
 def main() -> None:
     args = _parse_args()
     if args.child:
@@ -232,46 +266,36 @@ def main() -> None:
         return
     import torch
 
-    from led import LEDConfig
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository's led
     from led.memory import estimate_peak_memory
+    from led.models.families import config_from_dict
 
-    config = dict(SHAPES[args.shape], dropout=args.dropout)
     cuda = args.device == "cuda"
     where = torch.cuda.get_device_name() if cuda else f"cpu, {args.threads} threads"
     print(f"shape={args.shape} {args.precision} on {where}: batch={args.batch_size} target={args.target_length} "
-          f"globals={args.num_global} dropout={args.dropout} torch={torch.__version__}")
+          f"globals={args.num_global} (LED) dropout={args.dropout} torch={torch.__version__}")
     extra = "reserved MB" if cuda else "glibc default" if args.glibc_default else ""
-    header = (f"{'tokens':>6} {'ckpt':>4} | {'measured MB':>11} {'estimate MB':>11} {'est/meas':>8} | "
+    header = (f"{'family':>9} {'tokens':>6} {'ckpt':>4} | {'measured MB':>11} {'estimate MB':>11} {'est/meas':>8} | "
               f"{'kept MB':>8} {'est':>8} | {'weights+opt MB':>14} {'est':>6} |"
               + (f" {extra:>13} |" if extra else "") + f" {'step s':>6} | estimated peak at")
     print(header)
     print("-" * len(header))
-    for length in args.lengths:
-        for checkpointing in (False,) if args.no_checkpointing else (False, True):
-            run = dict(config=config, batch_size=args.batch_size, input_length=length,
-                       target_length=args.target_length, checkpointing=checkpointing, num_global=args.num_global,
-                       precision=args.precision, device=args.device, threads=args.threads)
-            result = measure(**run) if cuda else measure_in_subprocess([run])[0]
-            estimate = estimate_peak_memory(LEDConfig(**config), args.batch_size, length, args.target_length,
-                                            precision=args.precision, gradient_checkpointing=checkpointing,
-                                            num_global=args.num_global, device=args.device)
-            kept = sum(result["kept"].values())
-            line = (f"{length:>6} {'on' if checkpointing else 'off':>4} | {result['peak'] / 2**20:>11.0f} "
-                    f"{estimate.total / 2**20:>11.0f} {estimate.total / result['peak']:>8.2f} | "
-                    + (f"{kept / 2**20:>8.0f} {estimate.activations / 2**20:>8.0f}" if kept else f"{'-':>8} {'-':>8}")
-                    + f" | {result['settled'] / 2**20:>14.0f} "
-                    f"{(estimate.parameters + estimate.optimizer_states) / 2**20:>6.0f} |")
-            if cuda:
-                line += f" {result['reserved'] / 2**20:>13.0f} |"
-            elif args.glibc_default:
-                default = measure_in_subprocess([run], glibc_default=True)[0]
-                line += f" {default['peak'] / 2**20:>6.0f} {estimate.total / default['peak']:>6.2f} |"
-            print(f"{line} {result['seconds']:>6.2f} | {estimate.peak_phase}", flush=True)
-            if args.explain and kept:
-                for node, size in sorted(result["kept"].items(), key=lambda kv: -kv[1]):
-                    print(f"{'':>13}{size / 2**20:>10.1f} MB  {node}")
-            if cuda:
-                torch.cuda.empty_cache()
+    families = list(FAMILY_SIZES) if args.family == "both" else [args.family]
+    for family_name in families:
+        config = model_config(family_name, args.shape, dropout=args.dropout)
+        for length in args.lengths:
+            for checkpointing in (False,) if args.no_checkpointing else (False, True):
+                run = dict(config=config, batch_size=args.batch_size, input_length=length,
+                           target_length=args.target_length, checkpointing=checkpointing, num_global=args.num_global,
+                           precision=args.precision, device=args.device, threads=args.threads)
+                result = measure(**run) if cuda else measure_in_subprocess([run])[0]
+                estimate = estimate_peak_memory(config_from_dict(config), args.batch_size, length,
+                                                args.target_length, precision=args.precision,
+                                                gradient_checkpointing=checkpointing, num_global=args.num_global,
+                                                device=args.device)
+                _print_row(args, family_name, length, checkpointing, run, result, estimate)
+                if cuda:
+                    torch.cuda.empty_cache()
     if cuda:
         free, total = torch.cuda.mem_get_info()
         context = total - free - torch.cuda.memory_reserved()

@@ -2,6 +2,7 @@
 
     python -m led.memory model=led-base-16384 input_length=16384 target_length=512 batch_size=1 \\
         precision=bf16-mixed strategy=fsdp devices=8 gpu_memory_gib=80
+    python -m led.memory model=pegasus-x-large input_length=16384     # or model=path/to/checkpoint (config.json)
 
 Prints the estimated peak memory per device of one training step (parameters, gradients, optimizer states,
 activations by part) and the verdict against `gpu_memory_gib`, with and without gradient checkpointing.
@@ -9,18 +10,20 @@ activations by part) and the verdict against `gpu_memory_gib`, with and without 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from led.cli import run
 from led.errors import ConfigError
 from led.memory.estimate import optimizer_class, plan
-from led.models.led.config import NAMED_SIZES, LEDConfig
+from led.models.families import FAMILIES, config_from_dict, family_of_size
 
 
 @dataclass
 class MemoryArgs:
-    model: str = "led-base-16384"  # a named size, a config.json, or a directory holding one
+    model: str = "led-base-16384"  # a named size of either family, a config.json, or a directory holding one
     input_length: int = 16384
     target_length: int = 512
     batch_size: int = 1  # per device
@@ -29,20 +32,28 @@ class MemoryArgs:
     devices: int = 1
     gpu_memory_gib: float = 80
     optimizer: str = "adamw"  # a conf/optimizer option
-    num_global: int = 1  # global tokens per input
+    num_global: int = 1  # global tokens per input (LED; PEGASUS-X's global tokens are in its config)
 
 
-def load_model_config(value: str) -> LEDConfig:
-    """A named size, or the config.json at `value` (or in the directory `value`)."""
+def load_model_config(value: str) -> Any:
+    """A named size of either family (LED's, PEGASUS-X's), or the config.json at `value` (or in the directory
+    `value`), of the family its `model_type` names."""
     if value.endswith(".json") or os.path.isdir(value):
         path = os.path.join(value, "config.json") if os.path.isdir(value) else value
         if not os.path.isfile(path):
             raise ConfigError(f"model={value!r} is invalid: {path} does not exist")
-        return LEDConfig.from_json_file(path)
-    if value not in NAMED_SIZES:
-        raise ConfigError(f"model={value!r} is invalid: valid values are {', '.join(NAMED_SIZES)} "
-                          f"or a config.json (or a directory holding one)")
-    return LEDConfig.from_name(value)
+        try:
+            with open(path) as f:
+                return config_from_dict(json.load(f))
+        except (json.JSONDecodeError, ValueError, TypeError) as e:
+            raise ConfigError(f"model={value!r} is invalid: {path} is not a model config.json ({e})") from None
+    try:
+        found = family_of_size(value)
+    except ValueError:
+        sizes = ", ".join(size for f in FAMILIES.values() for size in f.named_sizes)
+        raise ConfigError(f"model={value!r} is invalid: valid values are {sizes} "
+                          f"or a config.json (or a directory holding one)") from None
+    return found.config_of_size(value.removeprefix("allenai/").removeprefix("google/"))
 
 
 def report(args: MemoryArgs) -> str:

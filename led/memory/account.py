@@ -1,274 +1,466 @@
-"""The per-stage account of one training step: what each part of the model keeps for its backward pass and
-allocates while that runs, tensor by tensor (see led.memory for the method and what it was checked against)."""
+"""The account of one training step, derived from the model's modules: the model is built on the meta device
+(no memory, no arithmetic) and runs forward, loss and backward there, under public PyTorch instrumentation that
+follows every tensor the step creates and how long it lives.
+
+What is instrumented (all public API):
+  * `torch.overrides.TorchFunctionMode`: every torch call of the forward pass (and of the recomputation under
+    gradient checkpointing): its output tensors are allocations;
+  * `torch.autograd.graph.saved_tensors_hooks`: what autograd keeps for backward, including the tensors an op
+    makes inside itself (dropout's noise, LayerNorm's statistics, the loss's log-probabilities);
+  * `torch.autograd.graph.Node.register_prehook / register_hook` on every node of the backward graph: the
+    activation gradients each node receives and produces, and the node's working set while it runs (what was
+    live as it started plus what it produced); `register_post_accumulate_grad_hook`: the parameter gradients;
+  * `weakref.finalize` on each tensor's storage: when it is freed. Views share a storage and count once.
+Parameters are not in the account (the strategy decides how much of them a device holds: led.memory.estimate).
+
+Three things differ between the meta device and the device being planned, and are modelled here by hand:
+  * `scaled_dot_product_attention`: on meta it always runs the math path (keeping the score matrices). Where the
+    planned device would run a fused kernel (CPU flash without dropout; CUDA flash for 16-bit inputs without a
+    mask, memory-efficient otherwise), `_FusedAttention` stands in for it with what that kernel keeps: its inputs,
+    output, the fp32 log-sum-exp and the additive form of the mask.
+  * dropout: CUDA's fused kernel keeps a bool mask (meta, like CPU, keeps the scaled noise in the input's dtype);
+  * autocast (bf16-mixed) does not apply to meta tensors: `AUTOCAST_BF16` lists the ops it runs in bf16 (each
+    casting its fp32 inputs on its own, as Lightning's autocast caches no weight copies), and CUDA's fp32 list
+    (`AUTOCAST_FP32_CUDA`) the ones it runs in fp32; everything else runs in its inputs' dtype, as autocast does.
+Values the forward pass reads on the host (LED's number of global tokens) are computed from the real batch: every
+op over the batch alone (masks, positions) is recorded as a recipe, and replayed on CPU when its value is read.
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import weakref
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from led.models.led.config import LEDConfig
-
-if TYPE_CHECKING:
-    pass
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 GIB = 2**30
 
+# Autocast's bf16 ops (PyTorch's "CPU Ops that can autocast to bfloat16" / CUDA's lower-precision list) among
+# the calls a model's Python code makes: matmuls, linear layers, attention.
+AUTOCAST_BF16 = {F.linear, torch.matmul, Tensor.matmul, Tensor.__matmul__, torch.mm, Tensor.mm, torch.bmm,
+                 Tensor.bmm, torch.addmm, torch.baddbmm, torch.einsum, F.scaled_dot_product_attention,
+                 F.conv1d, F.conv2d}
+# CUDA's autocast runs these in fp32 (CPU's runs them in their inputs' dtype).
+AUTOCAST_FP32_CUDA = {F.layer_norm, F.group_norm, F.softmax, F.log_softmax, F.cross_entropy, F.nll_loss,
+                      torch.softmax, torch.log_softmax, Tensor.softmax, Tensor.log_softmax}
+# Calls that read a tensor's value on the host.
+HOST_READS = {Tensor.__int__, Tensor.__bool__, Tensor.__float__, Tensor.__index__, Tensor.item, Tensor.tolist}
 
-@dataclass(frozen=True)
-class _Bytes:
-    """Bytes per element of each kind of tensor, for one precision on one device."""
 
-    param: int  # stored weights, their gradients and optimizer states
-    act: int  # outputs of matmuls and attention; FSDP's gathered weights and unsharded gradients
-    norm: int  # LayerNorm inputs and the residual stream (fp32 under autocast, which runs LayerNorm in fp32)
-    autocast: bool  # matmuls cast their fp32 inputs to bf16, each on its own
-    weight_copy: int  # per weight: autocast's bf16 copy, kept for backward (not under FSDP, which gathers
-    # the weights in bf16 already: Lightning's FSDP precision plugin sets param_dtype=bf16 for bf16-mixed)
-    device: str
+def _tensors(value: Any) -> Iterator[Tensor]:
+    """The tensors in a call's arguments or result (nested tuples, lists and dicts)."""
+    if isinstance(value, Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
 
-    @classmethod
-    def of(cls, precision: str, device: str, strategy: str) -> _Bytes:
-        param = 2 if precision == "bf16-true" else 4
-        act = 4 if precision == "32" else 2
-        autocast = precision == "bf16-mixed"
-        return cls(param, act, 4 if autocast else act, autocast, 2 if autocast and strategy != "fsdp" else 0,
-                   device)
 
-    def dropout(self, elements: int, dtype_bytes: int, p: float) -> int:
-        """What dropout keeps: a bool mask (CUDA's fused kernel) or the scaled noise tensor (CPU)."""
-        if p == 0.0:
-            return 0
-        return elements * (1 if self.device == "cuda" else dtype_bytes)
+def _map(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """`fn` applied to every leaf of nested tuples, lists and dicts."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_map(item, fn) for item in value)
+    if isinstance(value, dict):
+        return {key: _map(item, fn) for key, item in value.items()}
+    return fn(value)
 
-    def attention_mask(self, rows: int, keys: int) -> int:
-        """The additive mask SDPA builds from a boolean one and keeps for backward: (rows, keys) in the
-        query dtype; CUDA's memory-efficient kernel pads the key dimension to a multiple of 16."""
-        if self.device == "cuda":
-            keys = -(-keys // 16) * 16
-        return rows * keys * self.act
+
+# --- values computed from the batch alone: recorded on meta, replayed on CPU when the host reads one ------------
+
+@dataclass(eq=False)
+class _Recipe:
+    """How a tensor of the forward pass follows from the batch alone: `func(*args, **kwargs)[index]`, with the
+    tensors among the arguments replaced by their recipes (so that a recipe keeps no meta tensor alive)."""
+
+    func: Any
+    args: Any
+    kwargs: Any
+    index: int | None = None
+    value: Tensor | None = None  # the real CPU tensor: set for the batch's inputs, computed for the others
+
+
+def _recipe_of(value: Any) -> _Recipe | None:
+    return getattr(value, "_memory_recipe", None) if isinstance(value, Tensor) else None
+
+
+def _replay(recipe: _Recipe, memo: dict[int, Any]) -> Any:
+    """The real CPU value of a recipe."""
+    if recipe.value is not None:
+        return recipe.value
+    if id(recipe) not in memo:
+        def real(leaf: Any) -> Any:
+            if isinstance(leaf, _Recipe):
+                return _replay(leaf, memo)
+            if isinstance(leaf, torch.device) or leaf == "meta":
+                return torch.device("cpu")
+            return leaf
+        result = recipe.func(*_map(recipe.args, real), **_map(recipe.kwargs, real))
+        memo[id(recipe)] = result if recipe.index is None else result[recipe.index]
+    return memo[id(recipe)]
+
+
+# --- stand-ins for what the meta device does differently ------------------------------------------------------
+
+class _FusedAttention(torch.autograd.Function):
+    """A fused SDPA kernel on meta: keeps q, k, v, the output, the fp32 log-sum-exp (lse_rows rounded up) and the
+    mask it was handed (converted by the caller); its backward produces the three input gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, lse_multiple: int,
+                heads_inner: bool) -> Tensor:
+        # The output's layout: CPU's kernel follows q's (dense q: its strides), CUDA's write (B, L, H, D) rows;
+        # which decides whether the caller's `transpose(1, 2).reshape(...)` is a view or a copy.
+        if heads_inner or (q.dim() == 4 and q.transpose(1, 2).is_contiguous()):
+            out = q.new_empty(q.shape[0], q.shape[2], q.shape[1], v.shape[-1]).transpose(1, 2)
+        else:
+            out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        rows = -(-q.shape[-2] // lse_multiple) * lse_multiple
+        lse = q.new_empty(*q.shape[:-2], rows, dtype=torch.float32)
+        # The kernel keeps its output: an alias of it (saving the output itself, recomputation under gradient
+        # checkpointing counts one tensor fewer).
+        ctx.save_for_backward(q, k, v, out.detach(), lse, mask)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, v, _, _, _ = ctx.saved_tensors
+        return (torch.empty(q.shape, dtype=q.dtype, device=q.device),
+                torch.empty(k.shape, dtype=k.dtype, device=k.device),
+                torch.empty(v.shape, dtype=v.dtype, device=v.device), None, None, None)
+
+
+class _FusedDropout(torch.autograd.Function):
+    """CUDA's fused dropout on meta: keeps a bool mask of the input's shape."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.save_for_backward(torch.empty(x.shape, dtype=torch.bool, device=x.device))
+        return torch.empty_like(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return torch.empty_like(grad)
+
+
+def _attention(device: str, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
+               dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+               **kwargs: Any) -> Tensor | None:
+    """What `scaled_dot_product_attention` keeps on `device`, or None where that device runs the math path
+    (which meta runs as it is). CPU: the flash kernel unless dropout is on. CUDA: flash for bf16/fp16 without a
+    mask, else the memory-efficient kernel, whose mask (bias) is padded to a multiple of 16 keys and whose
+    log-sum-exp to a multiple of 32 rows."""
+    if q.dim() != 4 or kwargs.get("enable_gqa"):
+        return None
+    if device == "cpu":
+        if dropout_p > 0:
+            return None
+        flash = True
+    else:
+        flash = attn_mask is None and q.dtype in (torch.bfloat16, torch.float16)
+    mask = attn_mask
+    if mask is not None:
+        shape = torch.broadcast_shapes(mask.shape, (*q.shape[:-1], k.shape[-2]))[:-1] + mask.shape[-1:]
+        shape = mask.shape if device == "cpu" else (*shape[:-2], q.shape[-2], mask.shape[-1])
+        keys = mask.shape[-1] if device == "cpu" else -(-mask.shape[-1] // 16) * 16
+        if mask.dtype == torch.bool or mask.dtype != q.dtype or keys != mask.shape[-1] or shape != mask.shape:
+            mask = q.new_empty(*shape[:-1], keys)  # the additive mask the kernel builds from the one given
+    return _FusedAttention.apply(q, k, v, mask, 1 if device == "cpu" or flash else 32, device == "cuda")
+
+
+# --- the account ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    """The memory at one point of the step (bytes): activations and their gradients (`other`), the parameter
+    gradients of each FSDP unit (`grads`, keyed by unit; -1: the root unit), and the unit running then."""
+
+    where: str
+    other: int
+    grads: dict[int, int]
+    unit: int | None
 
 
 @dataclass
-class _Stage:
-    """A piece of the forward pass, as the backward pass sees it."""
+class Account:
+    """The step's memory, traced: every sample point, what autograd kept at the end of the forward pass
+    (by part of the model), and the units FSDP shards (parameters per unit; -1: the root)."""
 
-    name: str
-    part: str  # the line of the breakdown it adds to
-    saved: int  # bytes kept from the forward until this stage's backward
-    work: int  # bytes allocated while this stage's backward runs (activation gradients)
-    params: int = 0  # parameters whose gradients this stage's backward produces
-    layer: str | None = None  # the checkpointed layer it belongs to
-    inputs: int = 0  # bytes still kept when its layer is checkpointed
-    grads: int = 0  # parameter-gradient bytes its backward leaves on the device (set by the strategy)
+    samples: list[Sample] = field(default_factory=list)
+    kept: dict[str, int] = field(default_factory=dict)
+    end_of_forward: int = 0  # everything live (but parameters and their gradients) as the loss is returned
+    parts: dict[str, int] = field(default_factory=dict)  # end_of_forward by the part of the model that made it
+    unit_parameters: dict[int, int] = field(default_factory=dict)  # element counts
 
 
+class _Tracker:
+    """Live storages (not the parameters'), their bytes by kind, and the samples."""
 
-def parameter_shapes(config: LEDConfig) -> dict[str, list[tuple[int, ...]]]:
-    """Parameter shapes in `model.parameters()` order, grouped: `embeddings` (shared table, positions and
-    embedding LayerNorms; lm_head is tied to the table), `encoder_layer`, `decoder_layer` (one layer each)."""
-    d = config.d_model
-    linear = lambda n_in, n_out: [(n_out, n_in), (n_out,)]  # noqa: E731
-    norm = [(d,), (d,)]
-    ffn = lambda f: linear(d, f) + linear(f, d)  # noqa: E731
-    return {
-        "embeddings": [(config.vocab_size, d), (config.max_encoder_position_embeddings, d), *norm,
-                       (config.max_decoder_position_embeddings, d), *norm],
-        # query, key, value, their global twins, output; LayerNorm; fc1, fc2; LayerNorm
-        "encoder_layer": 7 * linear(d, d) + norm + ffn(config.encoder_ffn_dim) + norm,
-        # self-attention q, k, v, out; LayerNorm; cross-attention q, k, v, out; LayerNorm; fc1, fc2; LayerNorm
-        "decoder_layer": 4 * linear(d, d) + norm + 4 * linear(d, d) + norm + ffn(config.decoder_ffn_dim) + norm,
-    }
+    def __init__(self, model: nn.Module, units: list[nn.Module]):
+        self.excluded = {id(p.untyped_storage()) for p in model.parameters()}
+        self.excluded |= {id(b.untyped_storage()) for b in model.buffers()}
+        # storage -> (bytes, unit of a parameter gradient or None, the part of the model that made it)
+        self.live: dict[int, tuple[int, int | None, str]] = {}
+        self.other = 0
+        self.grads: dict[int, int] = {}
+        self.samples: list[Sample] = []
+        self.unit: int | None = None  # the FSDP unit running
+        self.part = "loss"  # the part of the model running (outside every module: the loss)
+        self.stack: list[tuple[str, int | None]] = []
+        # backward node -> the unit and part whose forward created it
+        self.node_unit: dict[Any, tuple[int | None, str]] = {}
+        self.kept: dict[str, int] = {}  # bytes saved for backward during the forward pass, by part
+        self.saved_storages: set[int] = set()
+        self.forward = True
+        self.mode: TorchFunctionMode | None = None
 
-
-def _ordered_parameter_sizes(config: LEDConfig) -> list[int]:
-    shapes = parameter_shapes(config)
-    embeddings = [math.prod(s) for s in shapes["embeddings"]]
-    encoder = [math.prod(s) for s in shapes["encoder_layer"]]
-    decoder = [math.prod(s) for s in shapes["decoder_layer"]]
-    return (embeddings[:2] + encoder * config.encoder_layers + embeddings[2:5]
-            + decoder * config.decoder_layers + embeddings[5:])
-
-
-def count_parameters(config: LEDConfig) -> int:
-    """The model's number of parameters (`LEDForConditionalGeneration.num_parameters()`)."""
-    return sum(_ordered_parameter_sizes(config))
-
-
-def _attention(b: _Bytes, config: LEDConfig, batch_heads: int, queries: int, keys: int, mask_rows: int) -> int:
-    """What SDPA keeps beyond q, k, v and its output (which the callers count: whether they are copies
-    depends on the layer): the fused kernels keep the fp32 log-sum-exp and the additive mask; the math
-    path (CPU with attention dropout) keeps the probabilities, the dropout noise and the dropped
-    probabilities, and neither output nor mask."""
-    if b.device == "cpu" and config.attention_dropout > 0:
-        return 3 * batch_heads * queries * keys * b.act
-    return batch_heads * queries * 4 + (b.attention_mask(mask_rows, keys) if mask_rows else 0)
-
-
-def _residual(b: _Bytes, config: LEDConfig, tokens: int) -> int:
-    """dropout(sublayer) + residual -> LayerNorm: the dropout mask, the LayerNorm input and its statistics."""
-    x = tokens * config.d_model
-    return b.dropout(x, b.act, config.dropout) + x * b.norm + 8 * tokens
-
-
-def _feed_forward(b: _Bytes, config: LEDConfig, name: str, tokens: int, ffn: int, params: int) -> _Stage:
-    """fc1 -> activation -> dropout -> fc2, then the residual: fc1's input, fc1's output (kept by the
-    activation), fc2's input (the activation's or the dropout's output) and the dropout mask.
-    Backward, at its largest (the activation's backward), holds the residual-stream gradient and the
-    gradients of fc2's input and of fc1's output, but has already freed fc2's input and the mask."""
-    x, hidden = tokens * config.d_model, tokens * ffn
-    saved = (x * b.act + 2 * hidden * b.act + b.dropout(hidden, b.act, config.activation_dropout)
-             + _residual(b, config, tokens))
-    work = x * b.norm + hidden * b.act
-    return _Stage(f"{name} feed-forward", name.split(" layer")[0] + " layers", saved, work, params, name)
-
-
-def _encoder_layer(b: _Bytes, config: LEDConfig, name: str, batch: int, length: int, window: int,
-                   num_global: int, builds_mask: bool) -> list[_Stage]:
-    """Windowed + global self-attention (led/attention.py) and the feed-forward block of one encoder layer:
-    the attention itself, its output projection + residual, the feed-forward block.
-
-    The additive window mask is built by the first layer with its window (`builds_mask`) and shared by the
-    others: the layers' SDPA nodes (fused kernels) and, under gradient checkpointing, the layers' saved
-    inputs keep it until that first layer's backward, so it is counted there."""
-    d, heads = config.d_model, config.encoder_attention_heads
-    block = window // 2
-    length = -(-length // block) * block  # a layer with a smaller window than the largest pads its blocks
-    tokens = batch * length
-    x = tokens * d
-    blocks = tokens // block  # query blocks over the batch
-    keys = 3 * block + num_global  # key blocks k-1, k, k+1 of each query block, then the global keys
-    has_global = 1 if num_global else 0
-    if num_global or batch > 1:  # keys (or values) copied into per-block windows, global keys appended
-        windows = blocks * keys * d * b.act
-    else:  # the windows stay a strided view of the keys padded by one block at each end
-        windows = (length + 2 * block) * d * b.act
-    fused = not (b.device == "cpu" and config.attention_dropout > 0)
-    if b.autocast:
-        # Each projection casts the fp32 input on its own; the gather of the global rows keeps it in fp32.
-        inputs = (3 + 2 * has_global) * x * b.act + has_global * x * b.norm
-    else:
-        inputs = x * b.act  # one tensor, kept by all projections
-    shapes = parameter_shapes(config)["encoder_layer"]
-    saved = (inputs
-             + (1 + 2 * has_global) * x * b.act  # q (kept by SDPA), k and v (kept by the global-key gathers)
-             + 2 * windows
-             # The window mask is shared by the layers (`builds_mask`), but CUDA's memory-efficient kernel
-             # keeps its own copy, padded to 16 keys, unless the keys are a multiple of 16 already.
-             + _attention(b, config, blocks * heads, block, keys,
-                          mask_rows=blocks * block if b.device == "cuda" and keys % 16 else 0)
-             + (x * b.act if fused else 0))  # SDPA's output; the layer goes on with a re-laid-out copy
-    if num_global:
-        # key_global/value_global over every token, attended by the global queries
-        saved += 2 * x * b.act + _attention(b, config, batch * heads, num_global, length,
-                                            mask_rows=batch * num_global)
-    # Backward, at its largest (the local SDPA's backward, after the global rows' backward has freed
-    # key_global/value_global): the residual-stream gradient, the gradient of the attention output, and
-    # SDPA's gradients of q and of both windows.
-    work = x * b.norm + 2 * x * b.act + 2 * windows - 2 * has_global * x * b.act
-    part = "encoder layers"
-    mask = blocks * block * keys * b.act if builds_mask else 0
-    attention = _Stage(f"{name} attention", part, saved + (mask if fused else 0), work,
-                       sum(math.prod(s) for s in shapes[:12]), name, inputs=x * b.norm + mask)
-    # The output projection's input, then dropout + residual + LayerNorm; backward: the residual-stream
-    # gradient and the two gradients of the global-row merge (torch.where), once LayerNorm's input is freed.
-    output = _Stage(f"{name} attention output", part, x * b.act + _residual(b, config, tokens),
-                    x * b.norm + x * b.act, sum(math.prod(s) for s in shapes[12:16]), name)
-    ffn_params = sum(math.prod(s) for s in shapes[16:])
-    return [attention, output, _feed_forward(b, config, name, tokens, config.encoder_ffn_dim, ffn_params)]
-
-
-def _decoder_layer(b: _Bytes, config: LEDConfig, name: str, batch: int, target_length: int,
-                   source_length: int) -> list[_Stage]:
-    """Causal self-attention, cross-attention over the encoder output, feed-forward: one decoder layer.
-
-    The cross-attention keys/values are computed inside the layer, so gradient checkpointing drops them (it keeps
-    only the encoder output, once for all layers: see `_stages`). The gradient of the encoder output, which every layer's
-    cross-attention adds to, stays allocated from the first decoder layer's backward to the encoder's."""
-    d, heads = config.d_model, config.decoder_attention_heads
-    tokens = batch * target_length
-    t, s = tokens * d, batch * source_length * d
-    shapes = parameter_shapes(config)["decoder_layer"]
-    attention_params = sum(math.prod(p) for p in shapes[:10])  # four projections and a LayerNorm
-    part = "decoder layers"
-    self_attention = (
-        (3 if b.autocast else 1) * t * b.act  # the projections' input (or one bf16 copy each)
-        + 3 * t * b.act  # q, k, v
-        + _attention(b, config, batch * heads, target_length, target_length, mask_rows=0)  # causal: no mask
-        + t * b.act  # the output projection's input (SDPA's output, viewed)
-        + _residual(b, config, tokens))
-    # Cross k_proj/v_proj outputs over the source; under autocast each also keeps its own bf16 cast of
-    # the encoder output.
-    cross_kv = 2 * s * b.act * (2 if b.autocast else 1)
-    cross_attention = (
-        2 * t * b.act  # q_proj's input and q
-        + _attention(b, config, batch * heads, target_length, source_length, mask_rows=batch)
-        + t * b.act  # out_proj's input
-        + _residual(b, config, tokens) + cross_kv)
-    encoder_grad = s * b.norm
-    stages = [
-        _Stage(f"{name} self-attention", part, self_attention, 2 * t * b.norm + 3 * t * b.act + encoder_grad,
-               attention_params, name, inputs=t * b.norm),
-        # backward: grads of q and of the source keys and values, summed into the encoder output's
-        _Stage(f"{name} cross-attention", part, cross_attention, 2 * t * b.norm + 2 * t * b.act + 2 * s * b.act
-               + encoder_grad, attention_params, name),
-        _feed_forward(b, config, name, tokens, config.decoder_ffn_dim, sum(math.prod(p) for p in shapes[20:])),
-    ]
-    stages[-1].work += encoder_grad
-    return stages
-
-
-def _embedding(b: _Bytes, config: LEDConfig, name: str, tokens: int, positions: int, extra_work: int) -> _Stage:
-    """Token + position embeddings -> LayerNorm -> dropout. The backward builds a dense gradient of the
-    whole shared table, and autograd adds it to the one accumulated so far out of place: two more tables."""
-    x, d = tokens * config.d_model, config.d_model
-    saved = x * b.norm + 8 * tokens + b.dropout(x, b.norm, config.dropout) + 2 * 8 * tokens  # + token ids
-    work = 2 * config.vocab_size * d * b.norm + 2 * x * b.norm + extra_work
-    return _Stage(name, name, saved, work, positions * d + 2 * d)
-
-
-def _head(b: _Bytes, config: LEDConfig, batch: int, target_length: int) -> list[_Stage]:
-    """lm_head (tied to the shared table) + final_logits_bias, then the fp32 cross-entropy.
-
-    The loss keeps the fp32 log-probabilities (B*T, V); its backward holds two more such tensors (the grads
-    of the log-probabilities and of the logits). lm_head's backward produces the shared table's gradient."""
-    tokens = batch * target_length
-    vocab, d = config.vocab_size, config.d_model
-    logits = tokens * vocab
-    weight_copy = vocab * d * b.weight_copy
-    # incoming fp32 grad (+ its bf16 cast for the bf16 matmul output, and the weight copy's gradient)
-    work = logits * 4 + (logits * b.act if b.autocast else 0) + weight_copy
-    return [_Stage("lm_head", "head + loss", tokens * d * b.act + weight_copy, work, vocab * d),
-            _Stage("loss", "head + loss", logits * 4 + 8 * tokens, 2 * logits * 4)]
-
-
-def _stages(config: LEDConfig, b: _Bytes, batch: int, input_length: int, target_length: int,
-            num_global: int) -> list[_Stage]:
-    """The stages of one forward pass, in order."""
-    # The encoder pads its input to a multiple of half the largest window (led/model.py).
-    block = config.max_window // 2
-    padded = -(-input_length // block) * block
-    if padded > config.max_encoder_position_embeddings:
-        padded = input_length
-    encoder_grad = batch * input_length * config.d_model * b.norm
-    stages = [_embedding(b, config, "encoder embeddings", batch * padded,
-                         config.max_encoder_position_embeddings, 0)]
-    for i, window in enumerate(config.attention_windows):
-        builds_mask = window not in config.attention_windows[:i]  # the first layer with this window
-        stages += _encoder_layer(b, config, f"encoder layer {i}", batch, padded, window, num_global, builds_mask)
-    stages.append(_embedding(b, config, "decoder embeddings", batch * target_length,
-                             config.max_decoder_position_embeddings, encoder_grad))
-    decoder = []
-    for i in range(config.decoder_layers):
-        decoder += _decoder_layer(b, config, f"decoder layer {i}", batch, target_length, input_length)
-    if not b.autocast:
-        # The encoder output is kept by every decoder layer's k_proj/v_proj. Cut from a padded batch of several
-        # rows it is not contiguous, and each projection keeps its own copy; otherwise they share the (padded)
-        # storage. Checkpointed layers keep only the encoder output itself, once.
-        decoder[1].inputs += batch * padded * config.d_model * b.act
-        if batch > 1 and padded != input_length:
-            for cross in decoder[1::3]:
-                cross.saved += 2 * batch * input_length * config.d_model * b.act
+    def add(self, tensor: Tensor, grad_unit: int | None = None) -> int:
+        """Count `tensor`'s storage if it is new (or, for a parameter gradient, move it to `grad_unit`); returns
+        the bytes newly counted."""
+        storage = tensor.untyped_storage()
+        key = id(storage)
+        if key in self.excluded:
+            return 0
+        if key in self.live:
+            size, unit, part = self.live[key]
+            if grad_unit is not None and unit is None:  # a stolen activation gradient becomes .grad
+                self.other -= size
+                self.grads[grad_unit] = self.grads.get(grad_unit, 0) + size
+                self.live[key] = (size, grad_unit, part)
+            return 0
+        size = storage.nbytes()
+        self.live[key] = (size, grad_unit, self.part)
+        if grad_unit is None:
+            self.other += size
         else:
-            decoder[1].saved += batch * padded * config.d_model * b.act
-    return stages + decoder + _head(b, config, batch, target_length)
+            self.grads[grad_unit] = self.grads.get(grad_unit, 0) + size
+        weakref.finalize(storage, self._free, key)
+        return size
+
+    def _free(self, key: int) -> None:
+        size, unit, _ = self.live.pop(key)
+        if unit is None:
+            self.other -= size
+        else:
+            self.grads[unit] -= size
+
+    def saved(self, tensor: Tensor) -> None:
+        self.add(tensor)
+        key = id(tensor.untyped_storage())
+        if self.forward and key not in self.excluded and key not in self.saved_storages:
+            self.saved_storages.add(key)
+            self.kept[self.part] = self.kept.get(self.part, 0) + tensor.untyped_storage().nbytes()
+
+    def sample(self, what: str, extra: int = 0) -> None:
+        where = f"{'forward' if self.forward else 'backward'} of {self.part} ({what})"
+        self.samples.append(Sample(where, self.other + extra, dict(self.grads), self.unit))
+
+    def parts(self) -> dict[str, int]:
+        """Bytes live now (parameter gradients aside), by the part of the model that made them."""
+        parts: dict[str, int] = {}
+        for size, unit, part in self.live.values():
+            if unit is None:
+                parts[part] = parts.get(part, 0) + size
+        return parts
+
+
+class _Mode(TorchFunctionMode):
+    """Counts every call's outputs; stands in for the planned device's attention, dropout and autocast; records
+    and replays the calls over the batch alone."""
+
+    def __init__(self, tracker: _Tracker, device: str, autocast: bool):
+        super().__init__()
+        self.tracker, self.device, self.autocast = tracker, device, autocast
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", None) == "__get__":  # attributes (shape, dtype, grad_fn): no new tensor
+            return func(*args, **kwargs)
+        if func in HOST_READS and args[0].device.type == "meta":
+            recipe = _recipe_of(args[0])
+            if recipe is None:
+                raise RuntimeError(f"the model reads a tensor computed from its weights on the host ({func.__name__})"
+                                   ": the memory planner cannot trace such a forward pass on the meta device")
+            return func(_replay(recipe, {}), *args[1:], **kwargs)
+        inputs = list(_tensors((args, kwargs)))
+        recipes = [_recipe_of(t) for t in inputs]
+        if self.autocast and not all(recipes):
+            args, kwargs = self._autocast(func, args, kwargs)
+        result = self._call(func, args, kwargs)
+        if all(recipes) and (inputs or kwargs.get("device") is not None):
+            self._record(func, args, kwargs, result)
+        outputs = list(_tensors(result))
+        if outputs:
+            for tensor in outputs:
+                self.tracker.add(tensor)
+                if self.tracker.forward and tensor.grad_fn is not None:
+                    self.tracker.node_unit.setdefault(tensor.grad_fn, (self.tracker.unit, self.tracker.part))
+            self.tracker.sample(getattr(func, "__name__", str(func)))
+        return result
+
+    def _call(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        if func is F.scaled_dot_product_attention:
+            out = _attention(self.device, *args, **kwargs)
+            if out is not None:
+                return out
+        if func is F.dropout and self.device == "cuda":
+            x, p, training = (list(args) + [kwargs.get("p", 0.5), kwargs.get("training", True)])[:3]
+            if training and 0 < p < 1 and x.requires_grad:
+                return _FusedDropout.apply(x)
+        return func(*args, **kwargs)
+
+    def _autocast(self, func: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if func in AUTOCAST_BF16:
+            dtype = torch.bfloat16
+        elif self.device == "cuda" and func in AUTOCAST_FP32_CUDA:
+            dtype = torch.float32
+        else:
+            return args, kwargs
+
+        def cast(leaf: Any) -> Any:
+            if isinstance(leaf, Tensor) and leaf.is_floating_point() and leaf.dtype != dtype:
+                leaf = leaf.to(dtype)
+                self.tracker.add(leaf)
+            return leaf
+        return _map(args, cast), _map(kwargs, cast)
+
+    def _record(self, func: Any, args: tuple, kwargs: dict, result: Any) -> None:
+        """A call over the batch alone: count its outputs and record how to replay it."""
+        to_recipe = lambda leaf: _recipe_of(leaf) if isinstance(leaf, Tensor) else leaf  # noqa: E731
+        r_args, r_kwargs = _map(args, to_recipe), _map(kwargs, to_recipe)
+        outputs = [result] if isinstance(result, Tensor) else list(result) if isinstance(result, (tuple, list)) \
+            else []
+        single = isinstance(result, Tensor)
+        for index, tensor in enumerate(outputs):
+            if isinstance(tensor, Tensor):
+                try:
+                    tensor._memory_recipe = _Recipe(func, r_args, r_kwargs, None if single else index)
+                except (AttributeError, RuntimeError):
+                    pass
+
+
+def _module_hooks(model: nn.Module, units: list[nn.Module], tracker: _Tracker) -> list[Any]:
+    """Forward hooks that say which part of the model runs (the breakdown's lines: a layer stack, e.g.
+    `led.encoder.layers`, or the first two pieces of a module's path, e.g. `led.encoder`) and which FSDP unit."""
+    handles = []
+    unit_of = {id(module): i for i, module in enumerate(units)}
+    inside: dict[int, tuple[str, int]] = {}
+    for name, module in model.named_modules():
+        if id(module) in unit_of:
+            stack_name = ".".join(piece for piece in name.split(".") if not piece.isdigit())
+            for child in module.modules():
+                inside[id(child)] = (stack_name, unit_of[id(module)])
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        part, unit = inside.get(id(module), (".".join(name.split(".")[:2]), None))
+
+        is_unit = id(module) in unit_of
+
+        def pre(module: nn.Module, args: Any, part: str = part, unit: int | None = unit, is_unit: bool = is_unit,
+                ) -> None:
+            if is_unit and not tracker.forward:
+                # Gradient checkpointing re-runs a layer inside the backward pass: instrument it as the forward
+                # (and only it: on meta, backward kernels are Python functions whose tensors CPU's kernels never
+                # make). The recomputation stops by an exception as soon as it has what the backward needs: the
+                # post hook still runs (always_call).
+                tracker.mode.__enter__()
+            tracker.stack.append((tracker.part, tracker.unit))
+            tracker.part, tracker.unit = part, unit
+
+        def post(module: nn.Module, args: Any, output: Any, is_unit: bool = is_unit) -> None:
+            tracker.part, tracker.unit = tracker.stack.pop()
+            if is_unit and not tracker.forward:
+                tracker.mode.__exit__(None, None, None)
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post, always_call=True)]
+    return handles
+
+
+@contextmanager
+def _hooks(handles: list[Any]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _graph_nodes(root: Any) -> list[Any]:
+    nodes, stack, seen = [], [root], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        nodes.append(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return nodes
+
+
+def trace_training_step(model: nn.Module, batch: dict[str, Tensor], device: str, autocast: bool,
+                        units: list[nn.Module]) -> Account:
+    """Run forward, loss and backward of `model` (on the meta device) on `batch` (real CPU tensors: the inputs
+    the planner assumes), and account for every tensor. `units`: the modules FSDP wraps one by one."""
+    tracker = _Tracker(model, units)
+    account = Account()
+    unit_of_param = {id(p): i for i, unit in enumerate(units) for p in unit.parameters()}
+    for p in model.parameters():
+        key = unit_of_param.get(id(p), -1)
+        account.unit_parameters[key] = account.unit_parameters.get(key, 0) + p.numel()
+    meta_batch = {}
+    for name, value in batch.items():
+        meta = torch.empty(value.shape, dtype=value.dtype, device="meta")
+        meta._memory_recipe = _Recipe(None, (), {}, value=value)
+        meta_batch[name] = meta
+    handles = _module_hooks(model, units, tracker)
+
+    def accumulated(p: Tensor) -> None:
+        tracker.add(p.grad, unit_of_param.get(id(p), -1))
+        tracker.sample("gradient accumulation")
+    handles += [p.register_post_accumulate_grad_hook(accumulated) for p in model.parameters() if p.requires_grad]
+    with ExitStack() as stack:
+        stack.enter_context(_hooks(handles))
+        stack.enter_context(torch.autograd.graph.saved_tensors_hooks(lambda t: (tracker.saved(t), t)[1],
+                                                                     lambda t: t))
+        tracker.mode = _Mode(tracker, device, autocast)
+        with tracker.mode:
+            loss = model(**meta_batch).loss
+        tracker.add(loss)
+        account.end_of_forward = tracker.other
+        account.kept = dict(tracker.kept)
+        account.parts = tracker.parts()
+        tracker.forward = False
+        del meta_batch
+        node_handles = []
+        for node in _graph_nodes(loss.grad_fn):
+            node_handles += _node_hooks(node, tracker)
+        stack.enter_context(_hooks(node_handles))
+        loss.backward()
+        del loss
+    account.samples = tracker.samples
+    return account
+
+
+def _node_hooks(node: Any, tracker: _Tracker) -> list[Any]:
+    """While a backward node runs, everything live as it started is, plus what it produces."""
+    state: dict[str, Any] = {}
+
+    def pre(grad_outputs: tuple) -> None:
+        tracker.unit, tracker.part = tracker.node_unit.get(node, (tracker.unit, tracker.part))
+        for grad in grad_outputs:
+            if grad is not None:
+                tracker.add(grad)
+        state["before"] = tracker.other
+
+    def post(grad_inputs: tuple, grad_outputs: tuple) -> None:
+        new = sum(tracker.add(grad) for grad in grad_inputs if grad is not None)
+        tracker.sample(node.name(), extra=max(0, state.get("before", 0) + new - tracker.other))
+    return [node.register_prehook(pre), node.register_hook(post)]

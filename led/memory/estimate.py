@@ -3,21 +3,19 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
 
 from led.errors import ConfigError
-from led.memory.account import (
-    GIB,
-    _Bytes,
-    _ordered_parameter_sizes,
-    _Stage,
-    _stages,
-    count_parameters,
-    parameter_shapes,
-)
-from led.models.led.config import LEDConfig
+from led.memory.account import GIB, Account, trace_training_step
+from led.models.families import family
 
 PRECISIONS = ("32", "bf16-mixed", "bf16-true")
 STRATEGIES = ("single", "ddp", "fsdp")
@@ -48,6 +46,7 @@ class MemoryEstimate:
     num_parameters: int
     activation_parts: dict[str, int] = field(default_factory=dict)
     description: str = ""
+    kept: int = 0  # of the activations, what autograd keeps for backward (saved tensors, each storage once)
 
     def __str__(self) -> str:
         gib = lambda n: f"{n / GIB:8.2f} GiB"  # noqa: E731
@@ -58,7 +57,8 @@ class MemoryEstimate:
         if self.gradient_buckets:
             lines.append(f"  DDP grad buckets   {gib(self.gradient_buckets)}")
         lines.append(f"  activations        {gib(self.activations)}  (kept for backward at the end of forward)")
-        lines += [f"    {name:<17}{gib(size)}" for name, size in self.activation_parts.items()]
+        width = max([17, *(len(name) + 1 for name in self.activation_parts)])
+        lines += [f"    {name:<{width}}{gib(size)}" for name, size in self.activation_parts.items()]
         lines.append(f"  peak               {gib(self.total)}  ({self.peak_phase})")
         return "\n".join(lines)
 
@@ -76,52 +76,27 @@ def optimizer_class(optimizer: str | type) -> type:
     return get_object(OmegaConf.load(OPTIMIZER_OPTIONS / f"{optimizer}.yaml")["_target_"])
 
 
-def _optimizer_memory(config: LEDConfig, optimizer: type, b: _Bytes) -> tuple[int, int]:
-    """(state bytes, temporary bytes of one step) for all parameters.
+def _optimizer_memory(shapes: list[tuple[int, ...]], optimizer: type, device: str, param_bytes: int) -> tuple[int, int]:
+    """(state bytes, temporary bytes of one step) for parameters of `shapes` (in `model.parameters()` order).
 
     AdamW keeps two moments per parameter. Adafactor (torch.optim.Adafactor) keeps a row and a column
     second moment per matrix and a full one per vector. The step's temporaries: on CUDA the foreach
     implementation (the default there) builds one parameter-sized list at once (AdamW's sqrt of the second
     moment, Adafactor's variance estimates); on CPU the per-tensor loop holds two temporaries of a tensor
     while the previous tensor's last one is still referenced."""
-    shapes = parameter_shapes(config)
-    matrices = (shapes["embeddings"] + shapes["encoder_layer"] * config.encoder_layers
-                + shapes["decoder_layer"] * config.decoder_layers)
-    sizes = _ordered_parameter_sizes(config)
-    import torch
-
+    sizes = [math.prod(shape) for shape in shapes]
     if issubclass(optimizer, torch.optim.Adam | torch.optim.AdamW):
         states = 2 * sum(sizes)
     elif issubclass(optimizer, torch.optim.Adafactor):
-        states = sum(sum(s) if len(s) == 2 else s[0] for s in matrices)
+        states = sum(math.prod(s[:-1]) + math.prod(s[:-2]) * s[-1] if len(s) >= 2 else s[0] for s in shapes)
     else:
         raise ConfigError(f"optimizer={optimizer.__name__} is invalid: the estimate knows the states of Adam, AdamW "
-                         "and Adafactor")
-    if b.device == "cuda":
+                          "and Adafactor")
+    if device == "cuda":
         temporary = sum(sizes)
     else:
         temporary = max(2 * size + previous for size, previous in zip(sizes, [0] + sizes))
-    return states * b.param, temporary * b.param
-
-
-def _walk(stages: list[_Stage], fixed: int, checkpointing: bool, end_of_forward: int) -> tuple[int, str, int]:
-    """Walk the backward pass from the last stage down. Returns (peak bytes, where, activation bytes kept
-    at the end of the forward pass). `fixed` stays on the device throughout (weights, optimizer states);
-    `end_of_forward` is held only as the forward pass ends."""
-    kept = [s.inputs if checkpointing and s.layer else s.saved for s in stages]
-    live = fixed + sum(kept)
-    peak, where = live + end_of_forward, "end of forward"
-    recomputed: set[str] = set()
-    for stage in reversed(stages):
-        if checkpointing and stage.layer and stage.layer not in recomputed:
-            # The first backward step inside a checkpointed layer re-runs its forward, keeping everything.
-            recomputed.add(stage.layer)
-            live += sum(s.saved - s.inputs for s in stages if s.layer == stage.layer)
-        during = live + stage.work + stage.grads
-        if during > peak:
-            peak, where = during, f"backward of the {stage.name}"
-        live += stage.grads - stage.saved
-    return peak, where, sum(kept)
+    return states * param_bytes, temporary * param_bytes
 
 
 def _check_choice(name: str, value: object, valid: tuple) -> None:
@@ -134,7 +109,7 @@ def _check_positive(name: str, value: object, minimum: int = 1) -> None:
         raise ConfigError(f"{name}={value!r} is invalid: it must be an integer >= {minimum}")
 
 
-def _validate(config: LEDConfig, batch_size: int, input_length: int, target_length: int, precision: str,
+def _validate(model: nn.Module, batch_size: int, input_length: int, target_length: int, precision: str,
               strategy: str, num_devices: int, num_global: int, device: str) -> None:
     _check_choice("precision", precision, PRECISIONS)
     _check_choice("strategy", strategy, STRATEGIES)
@@ -145,113 +120,168 @@ def _validate(config: LEDConfig, batch_size: int, input_length: int, target_leng
     _check_positive("num_global", num_global, minimum=0)
     if strategy == "single" and num_devices != 1:
         raise ConfigError(f"num_devices={num_devices} needs strategy ddp or fsdp: strategy 'single' is one device")
-    if input_length > config.max_encoder_position_embeddings:
-        raise ConfigError(f"input_length={input_length} is longer than the model's "
-                         f"{config.max_encoder_position_embeddings} encoder positions")
-    if target_length > config.max_decoder_position_embeddings:
-        raise ConfigError(f"target_length={target_length} is longer than the model's "
-                         f"{config.max_decoder_position_embeddings} decoder positions")
+    if model.max_source_positions is not None and input_length > model.max_source_positions:
+        raise ConfigError(f"input_length={input_length} is longer than the model's {model.max_source_positions} "
+                          "encoder positions")
+    if model.max_target_positions is not None and target_length > model.max_target_positions:
+        raise ConfigError(f"target_length={target_length} is longer than the model's {model.max_target_positions} "
+                          "decoder positions")
     if num_global > input_length:
         raise ConfigError(f"num_global={num_global} is more than input_length={input_length} tokens")
 
 
-def estimate_peak_memory(config: LEDConfig, batch_size: int, input_length: int, target_length: int,
+def build_meta_model(config: Any, precision: str = "32", gradient_checkpointing: bool = False,
+                     compute_bf16: bool = False) -> nn.Module:
+    """The model of `config` (any family: `config.model_type`) on the meta device, in training mode: its
+    modules and parameter shapes, no memory. `compute_bf16`: weights in bf16 as FSDP gathers them."""
+    key = (config.model_type, json.dumps(config.to_dict(), sort_keys=True, default=str),
+           precision == "bf16-true" or compute_bf16)
+    model = _meta_model(*key)
+    for p in model.parameters():
+        p.grad = None
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    else:
+        model.gradient_checkpointing_disable()
+    return model
+
+
+@functools.lru_cache(maxsize=8)
+def _meta_model(model_type: str, config_json: str, bf16: bool) -> nn.Module:
+    """The meta model of a config, built once per config (a planner's search estimates many batch sizes)."""
+    config = family(model_type).config(json.loads(config_json))
+    with torch.device("meta"):
+        model = family(model_type).model_class(config)
+    model.train()
+    if bf16:
+        model.to(torch.bfloat16)
+    return model
+
+
+def count_parameters(config: Any) -> int:
+    """The model's number of parameters (`num_parameters()`), from its modules on the meta device."""
+    return build_meta_model(config).num_parameters()
+
+
+def _planned_batch(model: nn.Module, batch_size: int, input_length: int, target_length: int,
+                   num_global: int) -> dict[str, torch.Tensor]:
+    """The batch the planner assumes, as real CPU tensors (expanded: they take no memory): every input token real,
+    the first `num_global` global (families that take a global_attention_mask), every target scored."""
+    def full(value: int, length: int) -> torch.Tensor:
+        return torch.full((1, 1), value, dtype=torch.long).expand(batch_size, length)
+    token = model.config.pad_token_id + 1  # any token but padding (on the meta device no value is read)
+    batch = dict(input_ids=full(token, input_length), attention_mask=full(1, input_length),
+                 labels=full(token, target_length))
+    if model.takes_global_attention_mask and num_global:
+        batch["global_attention_mask"] = (torch.arange(input_length) < num_global).long().expand(batch_size, -1)
+    return batch
+
+
+def estimate_peak_memory(config: Any, batch_size: int, input_length: int, target_length: int,
                          precision: str = "32", gradient_checkpointing: bool = False, strategy: str = "single",
                          num_devices: int = 1, optimizer: str | type = "adamw", num_global: int = 1,
                          device: str = "cuda") -> MemoryEstimate:
     """Peak memory per device of one training step (forward, loss, backward, optimizer step).
 
-    batch_size is per device; input_length/target_length are encoder/decoder tokens per example;
-    num_global is the number of global tokens per example (the DataModule makes the first token global).
-    strategy: "single", "ddp" (full copies plus DDP's gradient buckets) or "fsdp" (parameters, gradients
-    and optimizer states sharded over num_devices; every layer is its own unit, the embeddings and head
-    the root unit, which stays gathered through forward and backward). optimizer: a torch optimizer class
-    (Adam, AdamW, Adafactor) or train.py's option naming it (conf/optimizer/: "adamw", "adafactor"). device "cpu"
-    models the CPU kernels (the measurements in bench/bench_memory.py); "cuda" the GPU ones.
+    config: a model config of either family (LEDConfig, PegasusXConfig). batch_size is per device;
+    input_length/target_length are encoder/decoder tokens per example; num_global is the number of global tokens
+    per example for a family that takes a global_attention_mask (LED: the DataModule makes the first token global;
+    PEGASUS-X's global tokens are learned and part of its config). strategy: "single", "ddp" (full copies plus
+    DDP's gradient buckets) or "fsdp" (parameters, gradients and optimizer states sharded over num_devices; every
+    layer is its own unit, the rest of the model the root unit, which stays gathered through forward and
+    backward). optimizer: a torch optimizer class (Adam, AdamW, Adafactor) or train.py's option naming it
+    (conf/optimizer/: "adamw", "adafactor"). device "cpu" models the CPU kernels (the measurements in
+    bench/bench_memory.py); "cuda" the GPU ones.
     """
-    _validate(config, batch_size, input_length, target_length, precision, strategy, num_devices, num_global, device)
+    fsdp_bf16 = strategy == "fsdp" and precision == "bf16-mixed"
+    model = build_meta_model(config, precision, gradient_checkpointing, compute_bf16=fsdp_bf16)
+    _validate(model, batch_size, input_length, target_length, precision, strategy, num_devices, num_global, device)
     optimizer = optimizer_class(optimizer)
-    b = _Bytes.of(precision, device, strategy)
-    num_parameters = count_parameters(config)
+    param_bytes = 2 if precision == "bf16-true" else 4
+    act_bytes = 4 if precision == "32" else 2
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    num_parameters = sum(math.prod(s) for s in shapes)
+    buffers = sum(b.numel() for b in model.buffers()) * param_bytes
     shards = num_devices if strategy == "fsdp" else 1
-    weights = num_parameters * b.param // shards + config.vocab_size * b.param  # + final_logits_bias
-    gradients = num_parameters * b.param // shards
-    states, step_temporary = _optimizer_memory(config, optimizer, b)
+    weights = num_parameters * param_bytes // shards + buffers
+    gradients = num_parameters * param_bytes // shards
+    states, step_temporary = _optimizer_memory(shapes, optimizer, device, param_bytes)
     states, step_temporary = states // shards, step_temporary // shards
-    buckets = num_parameters * b.param if strategy == "ddp" else 0  # DDP's flat gradient buckets
+    buckets = num_parameters * param_bytes if strategy == "ddp" else 0  # DDP's flat gradient buckets
 
-    stages = _stages(config, b, batch_size, input_length, target_length, num_global)
-    fixed = weights + states + buckets + _apply_strategy(config, stages, b, strategy, shards)
-    # As the forward pass ends, the logits still exist beside the loss's fp32 log-probabilities: fp32 under
-    # autocast (the bf16 matmul output plus the fp32 final_logits_bias), else in the compute dtype and, if
-    # that is bf16, with an fp32 copy for the loss. (Lightning's autocast does not cache weight copies, so
-    # none outlive their matmul unless autograd keeps them.)
-    logits = batch_size * target_length * config.vocab_size
-    end_of_forward = logits * 4 if b.autocast else logits * b.act + (logits * 4 if b.act == 2 else 0)
-    peak, where, activations = _walk(stages, fixed, gradient_checkpointing, end_of_forward)
+    account = trace_training_step(model, _planned_batch(model, batch_size, input_length, target_length, num_global),
+                                  device, autocast=precision == "bf16-mixed", units=model.layers())
+    fixed = weights + states + buckets
+    if strategy == "fsdp":
+        peak, where = _fsdp_peak(account, fixed, shards, act_bytes, param_bytes)
+    else:
+        peak, where = max((fixed + s.other + sum(s.grads.values()), s.where) for s in account.samples)
     step = weights + gradients + states + buckets + step_temporary
     if step > peak:
         peak, where = step, "optimizer step"
 
-    parts: dict[str, int] = {}
-    for stage in stages:
-        parts[stage.part] = parts.get(stage.part, 0) + (stage.inputs if gradient_checkpointing and stage.layer
-                                                         else stage.saved)
-    description = (f"LED d_model={config.d_model}, {config.encoder_layers}+{config.decoder_layers} layers: "
-                   f"batch {batch_size} x ({input_length} + {target_length}) tokens, {precision}, "
-                   f"{strategy}" + (f" x{num_devices}" if strategy != "single" else "")
+    name = family(config.model_type).name
+    description = (f"{name} ({num_parameters / 1e6:.0f}M parameters): batch {batch_size} x ({input_length} + "
+                   f"{target_length}) tokens, {precision}, {strategy}" + (f" x{num_devices}" if strategy != "single"
+                                                                          else "")
                    + f", {optimizer.__name__}, checkpointing {'on' if gradient_checkpointing else 'off'}, {device}")
-    return MemoryEstimate(weights, gradients, states, buckets, activations, peak, where, num_parameters,
-                          parts, description)
+    return MemoryEstimate(weights, gradients, states, buckets, account.end_of_forward, peak, where, num_parameters,
+                          account.parts, description, sum(account.kept.values()))
 
 
-def _apply_strategy(config: LEDConfig, stages: list[_Stage], b: _Bytes, strategy: str, shards: int) -> int:
-    """Set each stage's gradient bytes and the layers' weight copies and FSDP working sets; returns the
-    bytes held through forward and backward beyond the (sharded) weights and optimizer states.
-
-    FSDP: every layer is a unit, gathered (in the compute dtype) while it runs, with the next one
-    prefetched, and its gradient reduce-scattered right after its backward; the root unit (embeddings and
-    the tied head) stays gathered through forward and backward and its gradients whole until the end."""
-    layer_params: dict[str, int] = {}
-    for stage in stages:
-        if stage.layer:
-            layer_params[stage.layer] = layer_params.get(stage.layer, 0) + stage.params
-    for stage in stages:
-        stage.grads = stage.params * b.param
-        if stage.layer:
-            stage.saved += stage.params * b.weight_copy
-        if strategy == "fsdp":
-            if stage.layer:  # two gathered units and this one's unsharded gradients
-                stage.work += 3 * layer_params[stage.layer] * b.act
-                stage.grads //= shards
-            else:  # the root's unsharded gradients, in the reduce dtype
-                stage.grads = stage.params * b.act
-    if strategy == "fsdp":
-        return sum(math.prod(s) for s in parameter_shapes(config)["embeddings"]) * b.act
-    return 0
+def _fsdp_peak(account: Account, fixed: int, shards: int, act_bytes: int, param_bytes: int) -> tuple[int, str]:
+    """The peak under FSDP: every layer a unit, gathered (in the compute dtype) while it runs, with the next one
+    prefetched, and its gradients (traced in the compute dtype) reduce-scattered right after its backward; the
+    root unit (embeddings, head) stays gathered through forward and backward and its gradients whole until the
+    end."""
+    root = account.unit_parameters.get(-1, 0) * act_bytes
+    best = (0, "")
+    for s in account.samples:
+        sharded = sum(size for unit, size in s.grads.items() if unit >= 0 and unit != s.unit)
+        total = fixed + root + s.other + s.grads.get(-1, 0) + sharded * param_bytes // act_bytes // shards
+        if s.unit is not None and s.unit >= 0:  # this unit's and the next one's weights; its whole gradients
+            total += 2 * account.unit_parameters[s.unit] * act_bytes + s.grads.get(s.unit, 0)
+        best = max(best, (total, s.where))
+    return best
 
 
 def _fits(estimate: MemoryEstimate, gpu_memory_gib: float) -> bool:
     return estimate.total * (1 + FRAGMENTATION_MARGIN) <= (gpu_memory_gib - CUDA_RESERVED_GIB) * GIB
 
 
-def largest_batch_size(config: LEDConfig, gpu_memory_gib: float, limit: int = 4096, **kwargs: object) -> int:
+def largest_batch_size(config: Any, gpu_memory_gib: float, limit: int = 4096, **kwargs: Any) -> int:
     """The largest batch size per device whose estimate fits in `gpu_memory_gib` (0 if none does).
-    kwargs are those of `estimate_peak_memory` other than batch_size."""
-    fits = lambda n: _fits(estimate_peak_memory(config, n, **kwargs), gpu_memory_gib)  # noqa: E731
-    if not fits(1):
+    kwargs are those of `estimate_peak_memory` other than batch_size.
+
+    Every tensor of a step is of a size affine in the batch size, so the peak, the largest of the memory at every
+    point of the step, is convex in it: a chord between two batch sizes lies above it (interpolating on it finds a
+    batch size that fits) and its extension beyond them below it (extrapolating finds one that does not). So a
+    few estimates find the answer, each checked exactly."""
+    budget = (gpu_memory_gib - CUDA_RESERVED_GIB) * GIB / (1 + FRAGMENTATION_MARGIN)
+    peak = functools.cache(lambda n: estimate_peak_memory(config, n, **kwargs).total)  # noqa: E731
+    if peak(1) > budget:
         return 0
-    low, high = 1, 2
-    while high <= limit and fits(high):
-        low, high = high, 2 * high
-    high = min(high, limit + 1)
-    while high - low > 1:  # fits(low), not fits(high)
-        middle = (low + high) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle)
-    return low
+    fitting, high = [1], None  # batch sizes that fit, ascending; high, once known, does not fit
+    while high is None or high - fitting[-1] > 1:
+        low = fitting[-1]
+        if high is None:  # extrapolate from the two largest that fit: at least the answer
+            slope = ((peak(low) - peak(fitting[-2])) / (low - fitting[-2])) if len(fitting) > 1 else 0
+            guess = low + int((budget - peak(low)) // slope) if slope > 0 else 2 * low
+        else:  # interpolate between low and high: at most the answer
+            guess = low + int((budget - peak(low)) // ((peak(high) - peak(low)) / (high - low)))
+        guess = max(guess, low + 1) if high is None else min(max(guess, low + 1), high - 1)
+        if guess > limit:
+            guess = limit
+            if guess <= low:
+                return low
+        if peak(guess) <= budget:
+            fitting.append(guess)
+        else:
+            high = guess
+    return fitting[-1]
 
 
-def plan(config: LEDConfig, batch_size: int, input_length: int, target_length: int, gpu_memory_gib: float,
+def plan(config: Any, batch_size: int, input_length: int, target_length: int, gpu_memory_gib: float,
          precision: str = "bf16-mixed", strategy: str = "single", num_devices: int = 1, optimizer: str | type = "adamw",
          num_global: int = 1) -> str:
     """Whether one training step fits on GPUs of `gpu_memory_gib`, without or with gradient checkpointing,
