@@ -37,7 +37,7 @@ _SMALL = dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention
 SMALL = {
     "led": dict(_SMALL, vocab_size=50265, attention_window=512, max_encoder_position_embeddings=16384,
                 max_decoder_position_embeddings=1024),
-    "pegasus_x": dict(_SMALL, vocab_size=96103, block_size=512, num_global_tokens=128),
+    "pegasus_x": dict(_SMALL, vocab_size=96103, block_size=512, num_global_tokens=128, activation_function="relu"),
 }
 
 # name -> (description, generate() arguments)

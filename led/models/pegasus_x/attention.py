@@ -8,11 +8,18 @@ The math (identical to `transformers`' PegasusXGlobalLocalAttention):
 There is always at least one global key (num_global_tokens >= 1), so no row is empty and pad queries (whose
 outputs are cut off at the end) still get finite values, as in `transformers`.
 
-`transformers` materialises the (block x (G + block)) scores per block with einsums. Here each block is one
-row of a batched `scaled_dot_product_attention` call, (B * blocks, H, block, D) queries against
-(B * blocks, H, G + block, D) keys, and the global rows are one more call: the fused kernels keep the softmax
-in fp32 (also under bf16 autocast), the flash / memory-efficient kernels on GPU never hold the scores, and no
-shape depends on the data (no host sync).
+`transformers` materialises the (block x (G + block)) scores per block with einsums. Here the keys and values
+are laid out once as (B, blocks, G + block, H, D): every block's keys after a copy of the G global keys. That
+one buffer serves both `scaled_dot_product_attention` calls without another copy:
+  * token rows: block b is batch row b, queries (B * blocks, H, block, D) against its (G + block) keys;
+  * global rows: the whole buffer is one key sequence of blocks * (G + block) keys, in which the copies of the
+    global keys in blocks 1.. are masked (each global key is seen once, as in one softmax over [globals; tokens]).
+The fused kernels keep the softmax in fp32 (also under bf16 autocast), the flash / memory-efficient kernels on
+GPU never hold the scores, and no shape depends on the data (no host sync). Against a layout with separate
+full-length keys and values for the global rows plus a blocked copy of them for the token rows, and a copy of
+the outputs before out_proj, this keeps three fewer (L x d_model) tensors per layer for backward: PEGASUS-X
+small shape, 16,384 tokens, 1,684 -> 1,487 MB of tensors at the step's peak (bench/bench_model.py's count).
+The global rows pay for it with 25% more (masked) keys: +0.04 s of SDPA per layer and step at 16,384 tokens.
 
 `dense_attention` is the same math as one masked ((G + L) x (G + L)) attention: a readable reference for the
 tests and for debugging, selected with `PegasusXGlobalLocalAttention.implementation = "dense"`.
@@ -25,50 +32,58 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def blocked_attention(q: Tensor, k: Tensor, v: Tensor, key_ok: Tensor, num_global: int, block: int,
-                      dropout_p: float) -> Tensor:
-    """q, k, v: (B, H, G + L, D), the G global rows first; key_ok: (B, L) bool, False for pad tokens; L a
-    multiple of `block`. Returns (B, H, G + L, D)."""
-    batch, heads, total, dim = q.shape
-    length = total - num_global
+def blocked_attention(q_glob: Tensor, q_tok: Tensor, k: Tensor, v: Tensor, key_ok: Tensor, block: int,
+                      dropout_p: float) -> tuple[Tensor, Tensor]:
+    """q_glob: (B, G, H, D) global queries; q_tok: (B, L, H, D) token queries, L a multiple of `block`;
+    k, v: (B, G + L, H, D), the G global rows first; key_ok: (B, L) bool, False for pad tokens.
+    Returns the outputs of the global rows (B, G, H, D) and of the token rows (B, L, H, D)."""
+    batch, num_global, heads, dim = q_glob.shape
+    length = q_tok.shape[1]
     blocks = length // block
-    q_glob, q_tok = q.split([num_global, length], dim=2)
-    k_glob, k_tok = k.split([num_global, length], dim=2)
-    v_glob, v_tok = v.split([num_global, length], dim=2)
+
+    def blocked(t: Tensor) -> Tensor:  # (B, G + L, H, D) -> (B, nb, G + block, H, D): the one copy
+        # split, not two slices: its backward is one concatenation, where every slice's backward would build a
+        # zero-filled gradient of t's full size (the step's fill_ time at 16,384 tokens: 3.4% -> 1.7%).
+        glob, tok = t.split([num_global, length], dim=1)
+        glob = glob[:, None].expand(batch, blocks, num_global, heads, dim)
+        return torch.cat([glob, tok.unflatten(1, (blocks, block))], dim=2)
+
+    k_blocks, v_blocks = blocked(k), blocked(v)
     # Global keys are never masked; pad tokens are, everywhere.
-    all_ok = F.pad(key_ok, (num_global, 0), value=True)  # (B, G + L)
+    block_ok = torch.cat([key_ok.new_ones(batch, blocks, num_global), key_ok.view(batch, blocks, block)], dim=2)
 
-    # Global rows: every global and every non-pad token.
-    glob_out = F.scaled_dot_product_attention(q_glob, k, v, attn_mask=all_ok[:, None, None, :],
-                                              dropout_p=dropout_p)  # (B, H, G, D)
+    # Token rows: block b of every row becomes batch row (B * nb), keys [globals; block b].
+    per_block = (batch * blocks, num_global + block, heads, dim)
+    tok_out = F.scaled_dot_product_attention(
+        q_tok.reshape(batch * blocks, block, heads, dim).transpose(1, 2), k_blocks.view(per_block).transpose(1, 2),
+        v_blocks.view(per_block).transpose(1, 2), attn_mask=block_ok.view(batch * blocks, 1, 1, -1),
+        dropout_p=dropout_p)  # (B * nb, H, block, D)
 
-    # Token rows: block b of every row becomes batch row (B * blocks), keys [globals; block b].
-    def blocked(t: Tensor) -> Tensor:  # (B, H, L, D) -> (B * nb, H, block, D)
-        return t.view(batch, heads, blocks, block, dim).transpose(1, 2).reshape(batch * blocks, heads, block, dim)
-
-    def with_globals(glob: Tensor, tok: Tensor) -> Tensor:  # -> (B * nb, H, G + block, D)
-        glob = glob[:, None].expand(batch, blocks, heads, num_global, dim).reshape(batch * blocks, heads,
-                                                                                    num_global, dim)
-        return torch.cat([glob, blocked(tok)], dim=2)
-
-    block_ok = F.pad(key_ok.view(batch * blocks, block), (num_global, 0), value=True)  # (B * nb, G + block)
-    tok_out = F.scaled_dot_product_attention(blocked(q_tok), with_globals(k_glob, k_tok),
-                                             with_globals(v_glob, v_tok), attn_mask=block_ok[:, None, None, :],
-                                             dropout_p=dropout_p)  # (B * nb, H, block, D)
-    tok_out = tok_out.view(batch, blocks, heads, block, dim).transpose(1, 2).reshape(batch, heads, length, dim)
-    return torch.cat([glob_out, tok_out], dim=2)
+    # Global rows: every global key once (block 0's copy) and every non-pad token.
+    glob_ok = torch.cat([block_ok[:, :1], F.pad(block_ok[:, 1:, num_global:], (num_global, 0), value=False)], 1)
+    whole = (batch, blocks * (num_global + block), heads, dim)
+    glob_out = F.scaled_dot_product_attention(
+        q_glob.transpose(1, 2), k_blocks.view(whole).transpose(1, 2), v_blocks.view(whole).transpose(1, 2),
+        attn_mask=glob_ok.view(batch, 1, 1, -1), dropout_p=dropout_p)  # (B, H, G, D)
+    # A view on CPU, where the kernel writes (B * nb, block, H, D) rows.
+    return glob_out.transpose(1, 2), tok_out.transpose(1, 2).reshape(batch, length, heads, dim)
 
 
-def dense_attention(q: Tensor, k: Tensor, v: Tensor, key_ok: Tensor, num_global: int, block: int) -> Tensor:
-    """Reference for `blocked_attention`: the same keys per query as one ((G + L) x (G + L)) masked attention."""
-    length = key_ok.shape[1]
-    is_global = torch.arange(num_global + length, device=q.device) < num_global
-    block_id = (torch.arange(num_global + length, device=q.device) - num_global).div(block, rounding_mode="floor")
+def dense_attention(q_glob: Tensor, q_tok: Tensor, k: Tensor, v: Tensor, key_ok: Tensor,
+                    block: int) -> tuple[Tensor, Tensor]:
+    """Reference for `blocked_attention` (same arguments and outputs): the same keys per query as one
+    ((G + L) x (G + L)) masked attention."""
+    num_global, length = q_glob.shape[1], key_ok.shape[1]
+    is_global = torch.arange(num_global + length, device=k.device) < num_global
+    block_id = (torch.arange(num_global + length, device=k.device) - num_global).div(block, rounding_mode="floor")
     all_ok = F.pad(key_ok, (num_global, 0), value=True)  # (B, G + L)
     same_block = block_id[:, None] == block_id[None, :]
     sees = is_global[:, None] | is_global[None, :] | same_block  # (G + L, G + L): query row, key column
     mask = sees[None] & all_ok[:, None, :]  # (B, G + L, G + L)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+    q = torch.cat([q_glob, q_tok], dim=1)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask[:, None]).transpose(1, 2)
+    return out.split([num_global, length], dim=1)
 
 
 class PegasusXGlobalLocalAttention(nn.Module):
@@ -87,19 +102,32 @@ class PegasusXGlobalLocalAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
-    def forward(self, tokens: Tensor, globals_: Tensor, key_ok: Tensor) -> tuple[Tensor, Tensor]:
-        """tokens: (B, L, d_model), L a multiple of block_size; globals_: (B, G, d_model); key_ok: (B, L) bool.
-        Returns the attention outputs of both streams, after out_proj: (B, L, d_model), (B, G, d_model)."""
+    def forward(self, tokens: Tensor, globals_: Tensor, key_ok: Tensor, shift: int = 0) -> tuple[Tensor, Tensor]:
+        """tokens: (B, L, d_model); globals_: (B, G, d_model); key_ok: (B, L) bool. `shift` pad tokens go before
+        and after the tokens (staggered blocks), so that L + 2 * shift is a multiple of block_size; they are cut
+        from the output. Returns the attention outputs of both streams, after out_proj: (B, L, d_model),
+        (B, G, d_model)."""
         batch, length, d_model = tokens.shape
         num_global = globals_.shape[1]
-        # One projection of both streams: the weights are shared and every row is projected alike.
-        x = torch.cat([globals_, tokens], dim=1)  # (B, G + L, d_model)
-        shape = (batch, num_global + length, self.heads, d_model // self.heads)
-        q, k, v = (proj(x).view(shape).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        heads, dim = self.heads, d_model // self.heads
+        # One projection of both streams (the weights are shared and every row is projected alike), the stagger
+        # padding placed by the same copy.
+        pad = tokens.new_zeros(batch, shift, d_model)
+        x = torch.cat([globals_, pad, tokens, pad], dim=1)  # (B, G + Lp, d_model)
+        key_ok = F.pad(key_ok, (shift, shift), value=False)  # (B, Lp)
+        k = self.k_proj(x).view(batch, -1, heads, dim)  # (B, G + Lp, H, D)
+        v = self.v_proj(x).view(batch, -1, heads, dim)
+        q = self.q_proj(x).view(batch, -1, heads, dim)
+        # A copy of the few global queries, so that only the token rows' attention keeps q (as a view).
+        q_glob, q_tok = q.split([num_global, q.shape[1] - num_global], dim=1)
+        q_glob = q_glob.contiguous()
         if self.implementation == "dense":
-            out = dense_attention(q, k, v, key_ok, num_global, self.block_size)
+            glob, tok = dense_attention(q_glob, q_tok, k, v, key_ok, self.block_size)
         else:
             dropout_p = self.dropout if self.training else 0.0
-            out = blocked_attention(q, k, v, key_ok, num_global, self.block_size, dropout_p)
-        out = self.out_proj(out.transpose(1, 2).reshape(batch, num_global + length, d_model))
-        return out[:, num_global:], out[:, :num_global]
+            glob, tok = blocked_attention(q_glob, q_tok, k, v, key_ok, self.block_size, dropout_p)
+        # out_proj on each stream's rows as the attention returned them: no (G + L) concatenation to keep.
+        tok = tok.reshape(batch, -1, d_model)
+        if shift:
+            tok = tok.split([shift, length, shift], dim=1)[1]
+        return self.out_proj(tok), self.out_proj(glob.reshape(batch, num_global, d_model))

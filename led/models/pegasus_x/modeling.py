@@ -69,21 +69,16 @@ class PegasusXEncoderLayer(nn.Module):
         (False: pad). Returns both streams, updated."""
         h = self.self_attn_layer_norm(tokens)
         g = self.global_self_attn_layer_norm(globals_)
-        if self.staggered:
-            # Half a block of pad on both sides shifts every block border by half a block.
-            half = self.self_attn.block_size // 2
-            h, attn_ok = F.pad(h, (0, 0, half, half)), F.pad(key_ok, (half, half), value=False)
-            h, g = self.self_attn(h, g, attn_ok)
-            h = h[:, half:-half]
-        else:
-            h, g = self.self_attn(h, g, key_ok)
+        # Staggered layers: half a block of pad on both sides shifts every block border by half a block.
+        h, g = self.self_attn(h, g, key_ok, shift=self.self_attn.block_size // 2 if self.staggered else 0)
         tokens = tokens + F.dropout(h, self.dropout, self.training)
         globals_ = globals_ + F.dropout(g, self.dropout, self.training)
         # The feed-forward is per row and shared by both streams: one call over [globals; tokens].
         x = torch.cat([globals_, tokens], dim=1)
         x = x + F.dropout(_feed_forward(self, self.final_layer_norm(x)), self.dropout, self.training)
-        num_global = globals_.shape[1]
-        return x[:, num_global:], x[:, :num_global]
+        # split, not two slices: in backward one concatenation instead of two zero-filled (G + L) gradients.
+        globals_, tokens = x.split([globals_.shape[1], tokens.shape[1]], dim=1)
+        return tokens, globals_
 
 
 class PegasusXEncoder(nn.Module):
