@@ -314,7 +314,7 @@ def test_every_data_option_composes_and_evaluates(option: str, tmp_path: Path, l
 # A run whose validation summaries are words that differ between reports (fewer steps give one summary for all):
 # 150 steps at a high rate (~10 s), ROUGE on the first 3 of 6 validation reports, in batches of 4 sorted by length,
 # so the 3 sit beside reports that are not summarised.
-RUN_DATA = [*TINY_CORPUS, "data.synthetic.validation=6"]
+RUN_DATA = [*TINY_CORPUS, "data.synthetic.validation=6", "data.max_target_length=64"]
 RUN = [*FEW_STEPS, "trainer.max_steps=150", "trainer.val_check_interval=150", "optimizer.lr=3e-3",
        "module.val_rouge_examples=3", "module.num_logged_samples=3", "generation.max_new_tokens=24",
        "generation.no_repeat_ngram_size=2"]
