@@ -14,6 +14,7 @@ newline as a space.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -83,9 +84,12 @@ def _newline_separated(text: str) -> str:
 
 @functools.cache
 def _scorer() -> Any:
-    """One scorer per process: it is stateless, and building one logs a line each time."""
+    """One scorer per process: it is stateless."""
     # Imported on first use: rouge_score imports all of nltk (~1.5 s), which importing led should not cost.
     from rouge_score import rouge_scorer
+
+    # Building one logs "Using default tokenizer." through absl at INFO: nothing about the run (training, evaluation).
+    logging.getLogger("absl").setLevel(logging.WARNING)
 
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
 

@@ -72,6 +72,7 @@ def test_entry_point_writes_metrics(predictions_file: Path, tmp_path: Path) -> N
     assert metrics["rouge1_low"] <= metrics["rouge1"] <= metrics["rouge1_high"]
     assert (out / ".hydra" / "config.yaml").is_file()  # the resolved config sits beside the metrics
     assert "ROUGE-1" in result.stdout
+    assert "Using default tokenizer" not in result.stdout + result.stderr  # rouge-score's notice, nothing about the run
 
 
 def test_entry_point_prints_one_line_for_a_bad_file(tmp_path: Path) -> None:

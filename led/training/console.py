@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback, RichProgressBar
 
 
 def quiet_logging() -> None:
-    """Each Lightning line once, without the advert; ROUGE's tokenizer notice gone. Idempotent."""
+    """Each Lightning line once, without the advert. Idempotent."""
     root_handlers = logging.getLogger().handlers
     if root_handlers:
         # Lightning gives "lightning", "lightning.pytorch" and "lightning.fabric" console handlers of their own; with
@@ -28,8 +28,6 @@ def quiet_logging() -> None:
     for handler in [*root_handlers, *logging.getLogger("lightning.pytorch").handlers]:
         if not any(isinstance(f, _DropAdverts) for f in handler.filters):
             handler.addFilter(_DropAdverts())
-    # rouge-score logs "Using default tokenizer." through absl at INFO at every scorer it builds.
-    logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 class _DropAdverts(logging.Filter):
