@@ -231,7 +231,7 @@ class LEDDecoder(nn.Module):
                 cache: DecoderCache | None = None) -> Tensor:
         """input_ids: (B, T) -> hidden states (B, T, d_model). With a cache, positions continue after it
         and it is extended in place."""
-        batch, length = input_ids.shape
+        length = input_ids.shape[1]
         past = cache.length if cache is not None else 0
         limit = self.config.max_decoder_position_embeddings
         if past + length > limit:
@@ -241,34 +241,46 @@ class LEDDecoder(nn.Module):
         x = self.layernorm_embedding(self.embed_tokens(input_ids) + self.embed_positions(positions))
         x = F.dropout(x, self.config.dropout, self.training)
 
-        self_mask = self._self_attention_mask(decoder_attention_mask, batch, length, past, input_ids.device)
-        cross_mask = None if encoder_attention_mask is None else (encoder_attention_mask != 0)[:, None, None, :]
-        cross = cache.cross if cache is not None else [encoder_hidden_states] * len(self.layers)
-        for i, layer in enumerate(self.layers):
-            past_kv = cache.self_kv[i] if cache is not None else None
-            if cache is None and _skip_layer(self, self.config.decoder_layerdrop):
-                continue
-            x, kv = _run_layer(layer, self.gradient_checkpointing and cache is None,
-                               x, self_mask, cross[i], cross_mask, past_kv)
-            if cache is not None:
-                cache.self_kv[i] = kv
-        if cache is not None:
-            cache.length += length
-        return x
+        return run_decoder_layers(self, x, encoder_hidden_states, encoder_attention_mask, decoder_attention_mask, cache)
 
-    @staticmethod
-    def _self_attention_mask(padding: Tensor | None, batch: int, length: int, past: int,
-                             device: torch.device) -> Tensor | None:
-        """Bool (B, 1, T, past + T) causal mask, or None where SDPA's own causal path (or no mask) suffices."""
-        if padding is None and (past == 0 or length == 1):
-            return None
-        query_pos = torch.arange(past, past + length, device=device)[:, None]
-        key_pos = torch.arange(past + length, device=device)[None, :]
-        mask = (key_pos <= query_pos)[None, None].expand(batch, 1, length, past + length)
-        if padding is not None:
-            # A query never loses itself, so a fully padded row cannot turn into NaN.
-            mask = (mask & (padding[:, None, None, :] != 0)) | (key_pos == query_pos)
-        return mask
+
+def run_decoder_layers(decoder: nn.Module, x: Tensor, encoder_hidden_states: Tensor | None,
+                       encoder_attention_mask: Tensor | None, decoder_attention_mask: Tensor | None,
+                       cache: DecoderCache | None) -> Tensor:
+    """The decoder layers of every family (LED's and PEGASUS-X's take the same arguments) over the embedded inputs
+    x (B, T, d_model): causal and padding masks, cross-attention to the encoder (its keys/values from the cache
+    when decoding step by step), LayerDrop and gradient checkpointing in training; a cache is extended in place.
+    `decoder` has `layers`, `config.decoder_layerdrop` and `gradient_checkpointing`."""
+    batch, length = x.shape[:2]
+    past = cache.length if cache is not None else 0
+    self_mask = _self_attention_mask(decoder_attention_mask, batch, length, past, x.device)
+    cross_mask = None if encoder_attention_mask is None else (encoder_attention_mask != 0)[:, None, None, :]
+    cross = cache.cross if cache is not None else [encoder_hidden_states] * len(decoder.layers)
+    for i, layer in enumerate(decoder.layers):
+        past_kv = cache.self_kv[i] if cache is not None else None
+        if cache is None and _skip_layer(decoder, decoder.config.decoder_layerdrop):
+            continue
+        x, kv = _run_layer(layer, decoder.gradient_checkpointing and cache is None,
+                           x, self_mask, cross[i], cross_mask, past_kv)
+        if cache is not None:
+            cache.self_kv[i] = kv
+    if cache is not None:
+        cache.length += length
+    return x
+
+
+def _self_attention_mask(padding: Tensor | None, batch: int, length: int, past: int,
+                         device: torch.device) -> Tensor | None:
+    """Bool (B, 1, T, past + T) causal mask, or None where SDPA's own causal path (or no mask) suffices."""
+    if padding is None and (past == 0 or length == 1):
+        return None
+    query_pos = torch.arange(past, past + length, device=device)[:, None]
+    key_pos = torch.arange(past + length, device=device)[None, :]
+    mask = (key_pos <= query_pos)[None, None].expand(batch, 1, length, past + length)
+    if padding is not None:
+        # A query never loses itself, so a fully padded row cannot turn into NaN.
+        mask = (mask & (padding[:, None, None, :] != 0)) | (key_pos == query_pos)
+    return mask
 
 
 class LEDModel(nn.Module):

@@ -20,10 +20,10 @@ from led.models.base import EncoderDecoderModel, Seq2SeqOutput
 from led.models.led.modeling import (
     DecoderAttention,
     DecoderCache,
-    LEDDecoder,
     _feed_forward,
     _run_layer,
     _skip_layer,
+    run_decoder_layers,
 )
 from led.models.pegasus_x.attention import PegasusXGlobalLocalAttention
 from led.models.pegasus_x.config import PegasusXConfig
@@ -166,24 +166,12 @@ class PegasusXDecoder(nn.Module):
                 cache: DecoderCache | None = None) -> Tensor:
         """input_ids: (B, T) -> hidden states (B, T, d_model). With a cache, positions continue after it
         and it is extended in place."""
-        batch, length = input_ids.shape
+        length = input_ids.shape[1]
         past = cache.length if cache is not None else 0
         x = self.embed_tokens(input_ids) * self.embed_scale
         x = F.dropout(x + sinusoidal_positions(past, length, self.config.d_model, x), self.config.dropout,
                       self.training)
-        self_mask = LEDDecoder._self_attention_mask(decoder_attention_mask, batch, length, past, input_ids.device)
-        cross_mask = None if encoder_attention_mask is None else (encoder_attention_mask != 0)[:, None, None, :]
-        cross = cache.cross if cache is not None else [encoder_hidden_states] * len(self.layers)
-        for i, layer in enumerate(self.layers):
-            past_kv = cache.self_kv[i] if cache is not None else None
-            if cache is None and _skip_layer(self, self.config.decoder_layerdrop):
-                continue
-            x, kv = _run_layer(layer, self.gradient_checkpointing and cache is None,
-                               x, self_mask, cross[i], cross_mask, past_kv)
-            if cache is not None:
-                cache.self_kv[i] = kv
-        if cache is not None:
-            cache.length += length
+        x = run_decoder_layers(self, x, encoder_hidden_states, encoder_attention_mask, decoder_attention_mask, cache)
         return self.layer_norm(x)
 
 
