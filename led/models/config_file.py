@@ -12,27 +12,41 @@ from led.files import write_text_atomically
 
 
 class ConfigFile:
-    """Mixed into a family's config dataclass, which defines `model_type`, `from_dict` and `to_dict`."""
+    """Mixed into a family's config dataclass, which names its family and its config.json conventions below."""
 
-    model_type: ClassVar[str]
+    model_type: ClassVar[str]  # config.json's "model_type"
+    family_name: ClassVar[str]  # for messages: "LED", "PEGASUS-X"
+    architecture: ClassVar[str]  # config.json's "architectures" entry: transformers' class
+    hub_owner: ClassVar[str]  # a named size may be given as its Hub id: "<owner>/<size>"
+    aliases: ClassVar[dict[str, str]]  # keys of transformers' config.json that are aliases of ours (its attribute_map)
+    named_sizes: ClassVar[dict[str, dict[str, Any]]]  # from_name's sizes: their fields
+    size_aliases: ClassVar[dict[str, str]] = {}
     extra: dict[str, Any]
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:  # pragma: no cover - every family defines it
-        raise NotImplementedError
-
-    def to_dict(self) -> dict[str, Any]:  # pragma: no cover - every family defines it
-        raise NotImplementedError
+    # --- named sizes -------------------------------------------------------------------------------
 
     @classmethod
-    def _known_and_extra(cls, data: dict[str, Any], aliases: dict[str, str], family: str) -> Self:
-        """`cls(**fields, extra=...)` from a config.json dictionary whose `model_type` must be this family's."""
+    def from_name(cls, name: str, **overrides: Any) -> Self:
+        """A named size (a key of `named_sizes`, or its Hub id) with optional field overrides."""
+        key = name.removeprefix(f"{cls.hub_owner}/")
+        key = cls.size_aliases.get(key, key)
+        if key not in cls.named_sizes:
+            raise ValueError(f"Unknown {cls.family_name} size {name!r}: valid names are "
+                             f"{', '.join(cls.named_sizes)}")
+        return cls(**{**cls.named_sizes[key], **overrides})
+
+    # --- Hugging Face config.json ------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build from a Hugging Face `config.json` dictionary (or our own `to_dict()`), whose `model_type` must be
+        this family's: `cls(**fields, extra=...)`, every other key kept in `extra`."""
         data = dict(data)
         model_type = data.pop("model_type", cls.model_type)
         if model_type != cls.model_type:
-            raise ValueError(f"config model_type={model_type!r}: only {family} checkpoints ({cls.model_type!r}) can "
-                             "be loaded")
-        for alias, name in aliases.items():
+            raise ValueError(f"config model_type={model_type!r}: only {cls.family_name} checkpoints "
+                             f"({cls.model_type!r}) can be loaded")
+        for alias, name in cls.aliases.items():
             if alias in data:
                 data.setdefault(name, data.pop(alias))
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}  # type: ignore[arg-type]
@@ -45,6 +59,19 @@ class ConfigFile:
             extra["eos_token_ids"] = kwargs["eos_token_id"]
             kwargs["eos_token_id"] = kwargs["eos_token_id"][0]
         return cls(**kwargs, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `config.json` dictionary `transformers`' config class of this family reads."""
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}  # type: ignore[call-overload]
+        data = {**self.extra, **data}
+        data.pop("eos_token_ids", None)
+        data.update(model_type=self.model_type, architectures=[self.architecture], is_encoder_decoder=True,
+                    tie_word_embeddings=True)
+        return self._complete_config_json(data)
+
+    def _complete_config_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A family's additions to `to_dict` (keys transformers reads under another form)."""
+        return data
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> Self:

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from led.models.base import EncoderDecoderModel
+from led.models.config_file import ConfigFile
 from led.models.hub import resolve_model_dir
-from led.models.led.config import NAMED_SIZES as LED_SIZES
 from led.models.led.config import LEDConfig
 from led.models.led.modeling import LEDForConditionalGeneration
-from led.models.pegasus_x.config import NAMED_SIZES as PEGASUS_X_SIZES
 from led.models.pegasus_x.config import PegasusXConfig
 from led.models.pegasus_x.modeling import PegasusXForConditionalGeneration
 from led.models.pegasus_x.tokenizer import PegasusTokenizer
@@ -32,13 +31,24 @@ from led.models.tokenizer_base import TokenizerBase
 
 @dataclass(frozen=True)
 class Family:
-    model_type: str  # config.json's "model_type"
-    name: str  # for messages
-    config_class: type
+    config_class: type[ConfigFile]
     model_class: type[EncoderDecoderModel]
     tokenizer_class: type[TokenizerBase]
     tokenizer_model: str  # the `tokenizers` model type of its tokenizer.json ("BPE", "Unigram")
-    named_sizes: tuple[str, ...]
+
+    @property
+    def model_type(self) -> str:
+        """config.json's "model_type"."""
+        return self.config_class.model_type
+
+    @property
+    def name(self) -> str:
+        """For messages: "LED", "PEGASUS-X"."""
+        return self.config_class.family_name
+
+    @property
+    def named_sizes(self) -> tuple[str, ...]:
+        return tuple(self.config_class.named_sizes)
 
     def config(self, data: dict[str, Any]) -> Any:
         """The family's config from a config.json dictionary (or a config's `to_dict()`)."""
@@ -49,10 +59,8 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "led": Family("led", "LED", LEDConfig, LEDForConditionalGeneration, LEDTokenizer, "BPE",
-                  tuple(LED_SIZES)),
-    "pegasus_x": Family("pegasus_x", "PEGASUS-X", PegasusXConfig, PegasusXForConditionalGeneration,
-                        PegasusTokenizer, "Unigram", tuple(PEGASUS_X_SIZES)),
+    "led": Family(LEDConfig, LEDForConditionalGeneration, LEDTokenizer, "BPE"),
+    "pegasus_x": Family(PegasusXConfig, PegasusXForConditionalGeneration, PegasusTokenizer, "Unigram"),
 }
 
 

@@ -6,7 +6,6 @@ Reads and writes Hugging Face `config.json` files (`model_type: "led"`); keys th
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -23,12 +22,32 @@ _ALIASES = {
     "num_hidden_layers": "encoder_layers",
 }
 
+NAMED_SIZES: dict[str, dict[str, Any]] = {
+    # For tests and CPU runs: a few seconds per step at a few thousand tokens.
+    "tiny": dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                 decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, attention_window=64,
+                 max_encoder_position_embeddings=4096, max_decoder_position_embeddings=512),
+    "led-base-16384": dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                           decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
+                           attention_window=1024, max_encoder_position_embeddings=16384,
+                           max_decoder_position_embeddings=1024),
+    "led-large-16384": dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
+                            decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
+                            attention_window=1024, max_encoder_position_embeddings=16384,
+                            max_decoder_position_embeddings=1024),
+}
+
 
 @dataclass
 class LEDConfig(ConfigFile):
     """Hyper-parameters of an LED model. Defaults are those of `transformers.LEDConfig` (led-large shape)."""
 
     model_type: ClassVar[str] = "led"
+    family_name: ClassVar[str] = "LED"
+    architecture: ClassVar[str] = "LEDForConditionalGeneration"
+    hub_owner: ClassVar[str] = "allenai"
+    aliases: ClassVar[dict[str, str]] = _ALIASES
+    named_sizes: ClassVar[dict[str, dict[str, Any]]] = NAMED_SIZES
 
     vocab_size: int = 50265
     d_model: int = 1024
@@ -118,46 +137,7 @@ class LEDConfig(ConfigFile):
         """Inputs are padded to a multiple of this (as `transformers` does)."""
         return max(self.attention_windows)
 
-    # --- named sizes -------------------------------------------------------------------------------
-
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> LEDConfig:
-        """A named size (`tiny`, `led-base-16384`, `led-large-16384`) with optional field overrides."""
-        key = name.removeprefix("allenai/")
-        if key not in NAMED_SIZES:
-            raise ValueError(f"Unknown LED size {name!r}: valid names are {', '.join(NAMED_SIZES)}")
-        return cls(**{**NAMED_SIZES[key], **overrides})
-
-    # --- Hugging Face config.json ------------------------------------------------------------------
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LEDConfig:
-        """Build from a Hugging Face `config.json` dictionary (or our own `to_dict()`)."""
-        return cls._known_and_extra(data, _ALIASES, "LED")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `config.json` dictionary `transformers.LEDConfig` reads."""
-        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
-        data["attention_window"] = self.attention_windows
-        data = {**self.extra, **data}
-        data.pop("eos_token_ids", None)
-        data.update(model_type="led", architectures=["LEDForConditionalGeneration"], is_encoder_decoder=True,
-                    tie_word_embeddings=True)
+    def _complete_config_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        data["attention_window"] = self.attention_windows  # one per layer, as transformers writes it
         data["num_hidden_layers"] = self.encoder_layers
         return data
-
-
-NAMED_SIZES: dict[str, dict[str, Any]] = {
-    # For tests and CPU runs: a few seconds per step at a few thousand tokens.
-    "tiny": dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                 decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, attention_window=64,
-                 max_encoder_position_embeddings=4096, max_decoder_position_embeddings=512),
-    "led-base-16384": dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-                           decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
-                           attention_window=1024, max_encoder_position_embeddings=16384,
-                           max_decoder_position_embeddings=1024),
-    "led-large-16384": dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
-                            decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
-                            attention_window=1024, max_encoder_position_embeddings=16384,
-                            max_decoder_position_embeddings=1024),
-}

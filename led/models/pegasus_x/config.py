@@ -10,7 +10,6 @@ use 128 and relu): build from a checkpoint's config.json, or from `from_name`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,12 +20,35 @@ from led.models.led.config import ACTIVATIONS
 _ALIASES = {"hidden_size": "d_model", "num_attention_heads": "encoder_attention_heads",
             "num_hidden_layers": "encoder_layers", "initializer_range": "init_std"}
 
+# The released google/pegasus-x-* checkpoints share everything but the size.
+_RELEASED = dict(vocab_size=96103, activation_function="relu", scale_embedding=True, num_global_tokens=128,
+                 block_size=512, stagger_local_blocks=True, max_position_embeddings=16384)
+
+NAMED_SIZES: dict[str, dict[str, Any]] = {
+    # For tests and CPU runs: a few seconds per step at a few thousand tokens.
+    "pegasus-x-tiny": dict(_RELEASED, d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                 decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, num_global_tokens=16,
+                 block_size=64),
+    "pegasus-x-base": dict(_RELEASED, d_model=768, encoder_layers=12, decoder_layers=12, encoder_attention_heads=12,
+                           decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072),
+    "pegasus-x-large": dict(_RELEASED, d_model=1024, encoder_layers=16, decoder_layers=16,
+                            encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096,
+                            decoder_ffn_dim=4096),
+}
+
 
 @dataclass
 class PegasusXConfig(ConfigFile):
     """Hyper-parameters of a PEGASUS-X model. Defaults are those of `transformers.PegasusXConfig`."""
 
     model_type: ClassVar[str] = "pegasus_x"
+    family_name: ClassVar[str] = "PEGASUS-X"
+    architecture: ClassVar[str] = "PegasusXForConditionalGeneration"
+    hub_owner: ClassVar[str] = "google"
+    aliases: ClassVar[dict[str, str]] = _ALIASES
+    named_sizes: ClassVar[dict[str, dict[str, Any]]] = NAMED_SIZES
+    # The named sizes of every family are distinct (led.models.families): `tiny` here is `pegasus-x-tiny`.
+    size_aliases: ClassVar[dict[str, str]] = {"tiny": "pegasus-x-tiny"}
 
     vocab_size: int = 96103
     d_model: int = 1024  # even: the sinusoidal positions are half sines, half cosines
@@ -97,48 +119,3 @@ class PegasusXConfig(ConfigFile):
         # transformers' class default, which its generate() applies (EOS forced at max_length); a config.json
         # that sets it (or null) keeps its own value.
         self.extra.setdefault("forced_eos_token_id", 1)
-
-    # --- named sizes -------------------------------------------------------------------------------
-
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> PegasusXConfig:
-        """A named size (`pegasus-x-tiny`, `pegasus-x-base`, `pegasus-x-large`) with optional field overrides;
-        `tiny` is `pegasus-x-tiny` (the named sizes of every family are distinct, see led.models.families)."""
-        key = name.removeprefix("google/")
-        key = "pegasus-x-tiny" if key == "tiny" else key
-        if key not in NAMED_SIZES:
-            raise ValueError(f"Unknown PEGASUS-X size {name!r}: valid names are {', '.join(NAMED_SIZES)}")
-        return cls(**{**NAMED_SIZES[key], **overrides})
-
-    # --- Hugging Face config.json ------------------------------------------------------------------
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PegasusXConfig:
-        """Build from a Hugging Face `config.json` dictionary (or our own `to_dict()`)."""
-        return cls._known_and_extra(data, _ALIASES, "PEGASUS-X")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `config.json` dictionary `transformers.PegasusXConfig` reads."""
-        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
-        data = {**self.extra, **data}
-        data.pop("eos_token_ids", None)
-        data.update(model_type="pegasus_x", architectures=["PegasusXForConditionalGeneration"],
-                    is_encoder_decoder=True, tie_word_embeddings=True)
-        return data
-
-
-# The released google/pegasus-x-* checkpoints share everything but the size.
-_RELEASED = dict(vocab_size=96103, activation_function="relu", scale_embedding=True, num_global_tokens=128,
-                 block_size=512, stagger_local_blocks=True, max_position_embeddings=16384)
-
-NAMED_SIZES: dict[str, dict[str, Any]] = {
-    # For tests and CPU runs: a few seconds per step at a few thousand tokens.
-    "pegasus-x-tiny": dict(_RELEASED, d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                 decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, num_global_tokens=16,
-                 block_size=64),
-    "pegasus-x-base": dict(_RELEASED, d_model=768, encoder_layers=12, decoder_layers=12, encoder_attention_heads=12,
-                           decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072),
-    "pegasus-x-large": dict(_RELEASED, d_model=1024, encoder_layers=16, decoder_layers=16,
-                            encoder_attention_heads=16, decoder_attention_heads=16, encoder_ffn_dim=4096,
-                            decoder_ffn_dim=4096),
-}
