@@ -9,6 +9,7 @@ checkpoint I/O come from `EncoderDecoderModel` (led.models.base).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import torch
@@ -291,7 +292,39 @@ class LEDModel(nn.Module):
         self.decoder = LEDDecoder(config, self.shared)
 
 
-class LEDForConditionalGeneration(EncoderDecoderModel):
+class SharedEmbeddingEncoderDecoder(EncoderDecoderModel):
+    """What LED and PEGASUS-X share around their own encoders: a `backbone` (`.led`, `.model`: the state-dict prefix
+    of their checkpoints) with one `shared` embedding serving the encoder, the decoder and `lm_head`, and a decoder
+    run by `run_decoder_layers`, whose layers give their cross-attention keys/values once for a `DecoderCache`."""
+
+    lm_head: nn.Linear
+
+    @property
+    @abstractmethod
+    def backbone(self) -> nn.Module:
+        """The module holding `shared`, `encoder` and `decoder`."""
+
+    def tie_weights(self) -> None:
+        """One embedding matrix serves the encoder, the decoder and the output projection."""
+        self.backbone.encoder.embed_tokens = self.backbone.shared
+        self.backbone.decoder.embed_tokens = self.backbone.shared
+        self.lm_head.weight = self.backbone.shared.weight
+
+    def new_cache(self, encoder_hidden_states: Tensor) -> DecoderCache:
+        """A decoding cache with every layer's cross-attention keys/values computed once."""
+        # Contiguous (B, H, S, D) copies: every step reads them whole, and strided ones read ~1.5x slower.
+        kv = [layer.cross_attention_kv(encoder_hidden_states) for layer in self.backbone.decoder.layers]
+        return DecoderCache([(k.contiguous(), v.contiguous()) for k, v in kv])
+
+    def decode_step(self, tokens: Tensor, cache: DecoderCache, encoder_attention_mask: Tensor | None) -> Tensor:
+        """(N,) newest tokens -> the decoder's last hidden state (N, d_model); the cache grows by one."""
+        return self.backbone.decoder(tokens[:, None], None, encoder_attention_mask, cache=cache)[:, -1]
+
+    def layers(self) -> list[nn.Module]:
+        return [*self.backbone.encoder.layers, *self.backbone.decoder.layers]
+
+
+class LEDForConditionalGeneration(SharedEmbeddingEncoderDecoder):
     """LED with its language-modelling head; `from_pretrained` loads Hugging Face checkpoints."""
 
     config_class = LEDConfig
@@ -311,11 +344,9 @@ class LEDForConditionalGeneration(EncoderDecoderModel):
         self.reset_parameters()
         self.tie_weights()
 
-    def tie_weights(self) -> None:
-        """One embedding matrix serves the encoder, the decoder and the output projection."""
-        self.led.encoder.embed_tokens = self.led.shared
-        self.led.decoder.embed_tokens = self.led.shared
-        self.lm_head.weight = self.led.shared.weight
+    @property
+    def backbone(self) -> LEDModel:
+        return self.led
 
     def reset_parameters(self) -> None:
         """`transformers`' LED initialisation (EncoderDecoderModel's), and a zero final_logits_bias."""
@@ -337,16 +368,6 @@ class LEDForConditionalGeneration(EncoderDecoderModel):
 
     # --- what generation and checkpoint I/O use (led.models.base) -----------------------------------
 
-    def new_cache(self, encoder_hidden_states: Tensor) -> DecoderCache:
-        """A decoding cache with every layer's cross-attention keys/values computed once."""
-        # Contiguous (B, H, S, D) copies: every step reads them whole, and strided ones read ~1.5x slower.
-        kv = [layer.cross_attention_kv(encoder_hidden_states) for layer in self.led.decoder.layers]
-        return DecoderCache([(k.contiguous(), v.contiguous()) for k, v in kv])
-
-    def decode_step(self, tokens: Tensor, cache: DecoderCache, encoder_attention_mask: Tensor | None) -> Tensor:
-        """(N,) newest tokens -> the decoder's last hidden state (N, d_model); the cache grows by one."""
-        return self.led.decoder(tokens[:, None], None, encoder_attention_mask, cache=cache)[:, -1]
-
     def output_layer(self) -> tuple[Tensor, Tensor]:
         """lm_head's weight (V, d_model) and final_logits_bias (1, V)."""
         return self.lm_head.weight, self.final_logits_bias
@@ -362,9 +383,6 @@ class LEDForConditionalGeneration(EncoderDecoderModel):
     @property
     def input_multiple(self) -> int:
         return self.config.max_window
-
-    def layers(self) -> list[nn.Module]:
-        return [*self.led.encoder.layers, *self.led.decoder.layers]
 
     def adapt_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """Names of an `LEDModel` file (no head) get the `led.` prefix; a missing `final_logits_bias` (optional in

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from led.models.base import EncoderDecoderModel, Seq2SeqOutput
+from led.models.base import Seq2SeqOutput
 from led.models.led.modeling import (
     DecoderAttention,
     DecoderCache,
+    SharedEmbeddingEncoderDecoder,
     _feed_forward,
     _run_layer,
     _skip_layer,
@@ -183,7 +184,7 @@ class PegasusXModel(nn.Module):
         self.decoder = PegasusXDecoder(config, self.shared)
 
 
-class PegasusXForConditionalGeneration(EncoderDecoderModel):
+class PegasusXForConditionalGeneration(SharedEmbeddingEncoderDecoder):
     """PEGASUS-X with its language-modelling head; `from_pretrained` loads Hugging Face checkpoints."""
 
     config_class = PegasusXConfig
@@ -200,11 +201,9 @@ class PegasusXForConditionalGeneration(EncoderDecoderModel):
         self.reset_parameters()
         self.tie_weights()
 
-    def tie_weights(self) -> None:
-        """One embedding matrix serves the encoder, the decoder and the output projection."""
-        self.model.encoder.embed_tokens = self.model.shared
-        self.model.decoder.embed_tokens = self.model.shared
-        self.lm_head.weight = self.model.shared.weight
+    @property
+    def backbone(self) -> PegasusXModel:
+        return self.model
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                global_attention_mask: Tensor | None = None) -> Tensor:
@@ -223,16 +222,6 @@ class PegasusXForConditionalGeneration(EncoderDecoderModel):
 
     # --- what generation and checkpoint I/O use (led.models.base) -----------------------------------
 
-    def new_cache(self, encoder_hidden_states: Tensor) -> DecoderCache:
-        """A decoding cache with every layer's cross-attention keys/values computed once."""
-        # Contiguous (B, H, S, D) copies: every step reads them whole, and strided ones read ~1.5x slower.
-        kv = [layer.cross_attention_kv(encoder_hidden_states) for layer in self.model.decoder.layers]
-        return DecoderCache([(k.contiguous(), v.contiguous()) for k, v in kv])
-
-    def decode_step(self, tokens: Tensor, cache: DecoderCache, encoder_attention_mask: Tensor | None) -> Tensor:
-        """(N,) newest tokens -> the decoder's last hidden state (N, d_model); the cache grows by one."""
-        return self.model.decoder(tokens[:, None], None, encoder_attention_mask, cache=cache)[:, -1]
-
     def output_layer(self) -> tuple[Tensor, None]:
         """lm_head's weight (V, d_model); PEGASUS-X has no logits bias."""
         return self.lm_head.weight, None
@@ -249,9 +238,6 @@ class PegasusXForConditionalGeneration(EncoderDecoderModel):
     @property
     def input_multiple(self) -> int:
         return self.config.block_size
-
-    def layers(self) -> list[nn.Module]:
-        return [*self.model.encoder.layers, *self.model.decoder.layers]
 
     def adapt_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """Names of a `PegasusXModel` file (no head) get the `model.` prefix."""
