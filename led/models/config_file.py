@@ -75,11 +75,7 @@ class ConfigFile:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> Self:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+        data = read_config_json(path)
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as e:
@@ -88,3 +84,15 @@ class ConfigFile:
     def save(self, directory: str | os.PathLike) -> None:
         write_text_atomically(os.path.join(directory, "config.json"),
                               json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
+    """A config.json's dictionary; a ValueError naming the file when it is not a JSON object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from led.models.base import EncoderDecoderModel
-from led.models.config_file import ConfigFile
+from led.models.config_file import ConfigFile, read_config_json
 from led.models.hub import resolve_model_dir
 from led.models.led.config import LEDConfig
 from led.models.led.modeling import LEDForConditionalGeneration
@@ -92,17 +92,23 @@ def config_from_dict(data: dict[str, Any]) -> Any:
     return family(data.get("model_type", "led")).config(data)
 
 
-def family_of_checkpoint(path_or_hub_id: str | os.PathLike) -> Family:
-    """The family of a Hugging Face checkpoint directory or Hub id, from its config.json's model_type."""
+def config_of_checkpoint(path_or_hub_id: str | os.PathLike) -> ConfigFile:
+    """The config of a Hugging Face checkpoint directory or Hub id, of the family its config.json's model_type names
+    (the file read once)."""
     directory = resolve_model_dir(path_or_hub_id, ["config.json"], what="model", contents="config.json")
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise ValueError(f"no config.json in {str(directory)!r}: a model directory holds config.json and the weights")
+    data = read_config_json(config_file)
     try:
-        model_type = json.loads(config_file.read_text()).get("model_type", "led")
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise ValueError(f"{config_file} is not a JSON object ({e})") from None
-    return family(model_type)
+        return config_from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{config_file}: {e}") from None
+
+
+def family_of_checkpoint(path_or_hub_id: str | os.PathLike) -> Family:
+    """The family of a Hugging Face checkpoint directory or Hub id, from its config.json's model_type."""
+    return family(config_of_checkpoint(path_or_hub_id).model_type)
 
 
 def load_model(path_or_hub_id: str | os.PathLike, **kwargs: Any) -> EncoderDecoderModel:
@@ -142,5 +148,5 @@ def load_tokenizer(path_or_hub_id: str | os.PathLike, model_type: str | None = N
     return (found or FAMILIES["led"]).tokenizer_class.from_pretrained(directory)
 
 
-__all__ = ["Family", "FAMILIES", "family", "family_of_model", "family_of_size", "family_of_checkpoint",
-           "config_from_dict", "load_model", "tokenizer_family", "load_tokenizer"]
+__all__ = ["Family", "FAMILIES", "family", "family_of_model", "family_of_size", "config_of_checkpoint",
+           "family_of_checkpoint", "config_from_dict", "load_model", "tokenizer_family", "load_tokenizer"]

@@ -23,9 +23,8 @@ from torch import Tensor
 from led.errors import ConfigError, UserError
 from led.metrics import compute_rouge
 from led.models.base import EncoderDecoderModel, shift_tokens_right
-from led.models.families import Family, family_of_checkpoint, family_of_size
+from led.models.families import FAMILIES, Family, config_of_checkpoint, family_of_size
 from led.models.generation import generate
-from led.models.hub import resolve_model_dir
 from led.models.led.config import LEDConfig
 from led.models.pegasus_x.config import PegasusXConfig
 from led.training.checkpointing import restore_rng_states, rng_states
@@ -82,7 +81,8 @@ def model_config(size: str = "tiny", pretrained: str | None = None,
     """The family and config `build_model` builds with these arguments, without any weights: a pretrained model's
     from its config.json alone."""
     overrides = dict(overrides or {})
-    family = family_of_checkpoint(pretrained) if pretrained else _family_of_size(size)
+    saved = config_of_checkpoint(pretrained) if pretrained else None
+    family = _family_of_size(size) if saved is None else FAMILIES[saved.model_type]
     if attention_window is not None:
         if family.model_type != "led":
             raise ConfigError(f"model.attention_window={attention_window} is LED's sliding window; {family.name} "
@@ -90,9 +90,7 @@ def model_config(size: str = "tiny", pretrained: str | None = None,
         overrides["attention_window"] = list(attention_window) if isinstance(attention_window, (list, tuple)) \
             else attention_window
     _check_fields(overrides, family)
-    if pretrained:
-        directory = resolve_model_dir(pretrained, ["config.json"], contents="config.json and the weights")
-        saved = family.config_class.from_json_file(directory / "config.json")
+    if saved is not None:
         return family, family.config({**saved.to_dict(), **overrides}) if overrides else saved
     if vocab_size is not None:
         overrides.setdefault("vocab_size", vocab_size)
