@@ -8,6 +8,9 @@ median of `--repeats` runs (ours and theirs alternating), and the two outputs mu
     python bench/bench_generate.py --length 1024 --repeats 5
     python bench/bench_generate.py --family pegasus_x     # the small shape of DESIGN.md, 128 global tokens
     python bench/bench_generate.py --cases beam --profile   # and where our beam search spends its time
+    python bench/bench_generate.py --device cuda --family pegasus_x
+
+On CUDA each timed run ends with a device synchronize, so the seconds are the whole generation's.
 
 EOS is banned until the last step (min_new_tokens = max_new_tokens), so both implementations generate
 exactly the requested number of tokens whatever the random weights prefer.
@@ -47,8 +50,14 @@ CASES = {
 }
 
 
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def timed_pair(ours: Callable[[], Tensor], reference: Callable[[], Tensor],
-               repeats: int) -> tuple[list[float], list[Tensor]]:
+               repeats: int, device: torch.device) -> tuple[list[float], list[Tensor]]:
     """Median seconds of `repeats` calls of each, after one warm-up call of each, and their last outputs.
 
     The two alternate, so that a change in the machine's load hits both alike."""
@@ -56,8 +65,10 @@ def timed_pair(ours: Callable[[], Tensor], reference: Callable[[], Tensor],
     times: list[list[float]] = [[], []]
     for _ in range(repeats):
         for i, fn in enumerate((ours, reference)):
+            _synchronize(device)
             start = time.perf_counter()
             outputs[i] = fn()
+            _synchronize(device)
             times[i].append(time.perf_counter() - start)
     return [statistics.median(t) for t in times], outputs
 
@@ -106,6 +117,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=4096, help="input tokens (batch of 1)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--profile", action="store_true", help="profile one run of ours per case")
     args = parser.parse_args()
@@ -113,10 +125,11 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    hf, ours = build_pair(args.family)
-    inputs = make_inputs(args.family, args.length)
+    device = torch.device(args.device)
+    hf, ours = (model.to(device) for model in build_pair(args.family))
+    inputs = {name: tensor.to(device) for name, tensor in make_inputs(args.family, args.length).items()}
 
-    print(f"{args.family}: input={args.length} tokens, batch 1, threads={args.threads}, median of {args.repeats} "
+    print(f"{args.family}: input={args.length} tokens, batch 1, {device.type}, threads={args.threads}, median of {args.repeats} "
           f"after a warm-up, torch={torch.__version__} transformers={transformers.__version__}")
     header = f"{'case':<24} | {'ours s':>7} {'HF s':>7} {'ours/HF':>7} | identical"
     print(header)
@@ -126,7 +139,7 @@ def main() -> None:
         run_ours = functools.partial(ours.generate, **inputs, **kwargs)
         run_hf = functools.partial(hf.generate, **inputs, **kwargs, do_sample=False)
         with torch.inference_mode():
-            (t_ours, t_hf), (out_ours, out_hf) = timed_pair(run_ours, run_hf, args.repeats)
+            (t_ours, t_hf), (out_ours, out_hf) = timed_pair(run_ours, run_hf, args.repeats, device)
         same = out_ours.shape == out_hf.shape and torch.equal(out_ours, out_hf)
         print(f"{description:<24} | {t_ours:>7.2f} {t_hf:>7.2f} {t_ours / t_hf:>7.2f} | {'yes' if same else 'no'}",
               flush=True)

@@ -215,7 +215,7 @@ def main() -> None:
                 memory[implementation] = peak_memory_in_subprocess(dict(
                     family=args.family, implementation=implementation, shape=args.shape, length=length,
                     target_length=args.target_length, device=args.device, dtype=args.dtype, threads=args.threads))
-        cells = [f"{length:>7}", _pair(seconds[0], seconds[1] if with_hf else None, "{:>7.2f}")]
+        cells = [f"{length:>7}", _pair(seconds[0], seconds[1] if with_hf else None, "{:>7.3f}")]
         for kind in ("process", "tensors"):
             values = [memory[k][kind] / 2**20 if k in memory else None for k in ("ours", "transformers")]
             cells.append(_pair(*values, "{:>8.0f}"))
