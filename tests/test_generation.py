@@ -26,6 +26,7 @@ BATCHES = {  # input lengths (padded batches), global attention
     "padded": ([40, 23, 31], "random"),
     "first": ([33, 64], "first"),
     "pair": ([17, 50], "none"),
+    "single": ([45], "first"),  # one row: the CPU head's product takes another kernel for it
 }
 DEFAULT_MAX_LENGTH = 16
 
@@ -35,6 +36,9 @@ CASES = {
     "greedy": ("uniform", "first", 3, {}, True),
     "greedy-per_layer": ("per_layer", "padded", 3, {}, True),
     "greedy-gelu_new": ("gelu_new", "pair", 0, {}, True),
+    "greedy-single": ("uniform", "single", 0, dict(min_new_tokens=24, max_new_tokens=24, no_repeat_ngram_size=1),
+                      False),
+    "beam3-single": ("gelu_new", "single", 0, dict(num_beams=3, min_new_tokens=24, max_new_tokens=24), False),
     "beam2": ("gelu_new", "padded", 0, dict(num_beams=2), True),
     "beam4": ("gelu_new", "padded", 3, dict(num_beams=4), True),
     "beam4-per_layer": ("per_layer", "padded", 0, dict(num_beams=4), True),

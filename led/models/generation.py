@@ -335,25 +335,21 @@ class _Step:
             encoder_attention_mask = None
         self.model, self.cache, self.encoder_attention_mask = model, cache, encoder_attention_mask
         self.weight, self.bias = model.output_layer()  # (V, D), (1, V) or None
-        # On CPU the product streams the (V, D) weight (98 MB for PEGASUS-X) from memory at every step, and which
-        # MKL kernel does it decides the time. One row times the (V, D) weight takes the slow matrix-vector path;
-        # the same product on a (D, V) copy takes half the time (greedy search of one input: ~0.63x -> ~0.52x of
-        # transformers' time in bench/bench_generate.py). Several rows (beams) are fastest as weight @ hidden.T:
-        # 4 x 256 rows against 96,103 x 256, 12 ms as hidden @ weight.T, 5 ms so (one thread). The copy lives
-        # for one generate call, so it cannot go stale when the weights change.
-        self.weight_t: Tensor | None = None
 
     def __call__(self, last_tokens: Tensor) -> Tensor:
         """(N,) newest tokens -> (N, V) fp32 logits; the cache grows by one position."""
         hidden = self.model.decode_step(last_tokens, self.cache, self.encoder_attention_mask)  # (N, D)
         if hidden.device.type != "cpu":
             products = hidden @ self.weight.t()
-        elif len(hidden) == 1:
-            if self.weight_t is None:
-                self.weight_t = self.weight.t().contiguous()
-            products = hidden @ self.weight_t
         else:
-            products = (self.weight @ hidden.t()).t().contiguous()
+            # On CPU the product streams the (V, D) weight (98 MB for PEGASUS-X) from memory at every step, and
+            # which MKL kernel does it decides the time. weight @ rows.T, rows (N, D) contiguous with N >= 2, is a
+            # matrix product that reads the weight once at full memory bandwidth (PEGASUS-X's head, 2 threads:
+            # 1.9 ms); one row takes MKL's single-threaded matrix-vector path instead (7.8 ms as hidden @ weight.T,
+            # 3.5 ms on a transposed copy), and so does a stride-0 or column-major second operand (9 ms). So a
+            # single row is stacked on a copy of itself.
+            rows = hidden.contiguous() if len(hidden) > 1 else torch.cat([hidden, hidden])
+            products = (self.weight @ rows.t()).t()[:len(hidden)].contiguous()
         return (products if self.bias is None else products + self.bias).float()
 
 
