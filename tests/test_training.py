@@ -88,6 +88,19 @@ def test_default_run_writes_metrics_checkpoints_and_config(tmp_path: Path, corpu
     assert len(predictions) == 4 and all(p["reference"].startswith("- ") for p in predictions)
 
 
+def test_loss_only_validation_keeps_the_best_checkpoint_by_loss(tmp_path: Path, corpus: Path) -> None:
+    """module.val_rouge_examples=0: validation computes the loss alone, and the best checkpoint (which watches
+    val/rouge1 by default) is chosen by val/loss, instead of the run stopping at its first validation."""
+    steps = [o for o in FEW_STEPS if not o.startswith("module.val_rouge_examples=")]
+    cfg = make_config(tmp_path, f"data.synthetic.dir={corpus}", *TINY_CORPUS, *TINY_MODEL, *steps,
+                      "module.val_rouge_examples=0")
+    metrics = train(cfg)
+    assert "rouge1" not in metrics and math.isfinite(metrics["loss"]) and metrics["global_step"] == 3
+    best = [p.name for p in (tmp_path / "run" / "checkpoints").glob("step*.ckpt")]
+    assert len(best) == 1 and best[0].startswith("step3-loss"), best
+    assert abs(float(best[0].removeprefix("step3-loss").removesuffix(".ckpt")) - metrics["loss"]) < 1e-3
+
+
 # What each family's experiments keep of their published recipe (the first comment of conf/experiment/*.yaml): the
 # pretrained model, lengths, optimizer, label smoothing and generation settings, and the learning rate by dataset.
 RECIPES = {

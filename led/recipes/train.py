@@ -95,7 +95,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------------- trainer
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in callback_nodes(cfg)]
     bar = progress_bar() if cfg.trainer.get("enable_progress_bar", True) else None
     if bar is not None and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(bar)
@@ -108,6 +108,25 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
                        use_distributed_sampler=False, plugins=plugins)
+
+
+def callback_nodes(cfg: DictConfig) -> list[DictConfig]:
+    """The callbacks' nodes. With `module.val_rouge_examples=0` (loss only) validation logs no ROUGE, so a callback
+    that watches a validation ROUGE score (the best checkpoint, early stopping) watches val/loss instead, lower
+    being better, rather than stopping the run at its first validation."""
+    nodes = [node for node in (cfg.get("callbacks") or {}).values() if node is not None]
+    if int(cfg.module.get("val_rouge_examples", 1)) != 0:
+        return nodes
+    watched = []
+    for node in nodes:
+        if str(node.get("monitor", "")).startswith("val/rouge"):
+            log.info("module.val_rouge_examples=0 (loss only): %s watches val/loss instead of %s", node._target_,
+                     node.monitor)
+            node = OmegaConf.merge(node, {"monitor": "val/loss", "mode": "min"})
+            if "{val/rouge" in str(node.get("filename", "")):
+                node.filename = "step{step}-loss{val/loss:.4f}"
+        watched.append(node)
+    return watched
 
 
 def fit(trainer: L.Trainer, module: LEDSummarizer, datamodule: SummarizationDataModule, ckpt_path: str | None,
