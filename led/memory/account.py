@@ -168,11 +168,13 @@ def _attention(device: str, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor |
         flash = attn_mask is None and q.dtype in (torch.bfloat16, torch.float16)
     mask = attn_mask
     if mask is not None:
-        shape = torch.broadcast_shapes(mask.shape, (*q.shape[:-1], k.shape[-2]))[:-1] + mask.shape[-1:]
-        shape = mask.shape if device == "cpu" else (*shape[:-2], q.shape[-2], mask.shape[-1])
+        # The kernel keeps the additive form of the mask it was given, in the mask's own shape (CUDA: its keys
+        # padded to a multiple of 16), and broadcasts it over heads and query rows as a view: a (B, 1, 1, K) mask
+        # stays B x K numbers (measured on an H200: expanding it to (B, H, L, K) overstated a PEGASUS-X step at
+        # 16,384 tokens without checkpointing by 1.3 GB, 1.67x).
         keys = mask.shape[-1] if device == "cpu" else -(-mask.shape[-1] // 16) * 16
-        if mask.dtype == torch.bool or mask.dtype != q.dtype or keys != mask.shape[-1] or shape != mask.shape:
-            mask = q.new_empty(*shape[:-1], keys)  # the additive mask the kernel builds from the one given
+        if mask.dtype == torch.bool or mask.dtype != q.dtype or keys != mask.shape[-1]:
+            mask = q.new_empty(*mask.shape[:-1], keys)
     return _FusedAttention.apply(q, k, v, mask, 1 if device == "cpu" or flash else 32, device == "cuda")
 
 
