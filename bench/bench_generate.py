@@ -129,8 +129,9 @@ def main() -> None:
     hf, ours = (model.to(device) for model in build_pair(args.family))
     inputs = {name: tensor.to(device) for name, tensor in make_inputs(args.family, args.length).items()}
 
-    print(f"{args.family}: input={args.length} tokens, batch 1, {device.type}, threads={args.threads}, median of {args.repeats} "
-          f"after a warm-up, torch={torch.__version__} transformers={transformers.__version__}")
+    print(f"{args.family}: input={args.length} tokens, batch 1, {device.type}, threads={args.threads}, "
+          f"median of {args.repeats} after a warm-up, torch={torch.__version__} "
+          f"transformers={transformers.__version__}")
     header = f"{'case':<24} | {'ours s':>7} {'HF s':>7} {'ours/HF':>7} | identical"
     print(header)
     print("-" * len(header))

@@ -31,7 +31,8 @@ part() {  # part NAME COMMAND...: run it, log it, remember a failure
     [ "$rc" -eq 0 ] || failed+=("$name")
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, transformers, lightning; print('torch', torch.__version__, 'transformers', transformers.__version__, 'lightning', lightning.__version__)"
+python3 -c "import torch, transformers, lightning
+print('torch', torch.__version__, 'transformers', transformers.__version__, 'lightning', lightning.__version__)"
 
 part gpu-tests python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider
 for family in pegasus_x led; do

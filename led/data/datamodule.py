@@ -115,9 +115,10 @@ class SummarizationDataModule(L.LightningDataModule):
         synthetic: `led.data.synthetic.write_corpus` arguments (dir, split sizes, seed, ...): the corpus is
             generated in dir unless it already is (with these values); its files are the three splits' files.
         tokenizer_vocab_size, tokenizer_training_docs, tokenizer_dir: with tokenizer=None, a tokenizer of the model's
-            family (LED: byte-level BPE, PEGASUS-X: Unigram) of tokenizer_vocab_size tokens is trained on the first tokenizer_training_docs usable training records (all
-            when None; read and checked as every split is) and saved in tokenizer_dir when the tokenizer is first
-            needed; a directory that holds one already keeps it (a resumed run).
+            family (LED: byte-level BPE, PEGASUS-X: Unigram) of tokenizer_vocab_size tokens is trained on the first
+            tokenizer_training_docs usable training records (all when None; read and checked as every split is)
+            and saved in tokenizer_dir when the tokenizer is first needed; a directory that holds one already keeps
+            it (a resumed run).
     The recipes hand the model's family, pad_to_multiple_of and the three model limits over with
     `match_model(model)`; the tokenizer is that family's (without match_model: the family its files are).
     """
