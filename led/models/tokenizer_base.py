@@ -5,6 +5,7 @@ PegasusTokenizer`) adds loading, training and saving in its own format."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
@@ -78,3 +79,31 @@ class TokenizerBase:
 
 def _valid_ids(ids: Iterable[int]) -> list[int]:
     return [int(i) for i in ids if int(i) >= 0]
+
+
+def train_unigram(texts: Iterable[str], vocab_size: int) -> list[tuple[str, float]]:
+    """The pieces and scores (log probabilities) of a SentencePiece Unigram trained on `texts` by the `sentencepiece`
+    library, its `<unk>` first: at most `vocab_size` entries, fewer when the texts hold fewer useful pieces.
+
+    `texts` are given as the tokenizer's normalizer leaves them. Every character they contain gets a piece (no text
+    seen in training encodes as `<unk>`), and pieces never cross a space, as the Metaspace pre-tokenizer splits.
+    The result depends on the texts and `vocab_size` alone: sentencepiece trains on one thread here, because its EM
+    sums expected counts per thread (another thread count gives other scores), and the `tokenizers` Unigram trainer
+    is not used because it is not repeatable even on one thread (its hash maps' order reaches the scores and ids).
+    """
+    import sentencepiece  # only where a Unigram is trained, not where one is loaded
+
+    lines = [text for text in texts if text.strip()]
+    if not lines:
+        raise ValueError("no text to train a Unigram tokenizer on")
+    model = io.BytesIO()
+    try:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_writer=model, model_type="unigram", vocab_size=vocab_size,
+            hard_vocab_limit=False, character_coverage=1.0, normalization_rule_name="identity",
+            unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, num_threads=1, minloglevel=2,
+            max_sentence_length=max(len(line.encode()) for line in lines) + 1)  # whole documents, none skipped
+    except RuntimeError as error:  # e.g. more distinct characters than vocab_size
+        raise ValueError(f"a {vocab_size}-piece Unigram cannot be trained on these texts: {error}") from None
+    processor = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+    return [(processor.id_to_piece(i), processor.get_score(i)) for i in range(processor.get_piece_size())]

@@ -24,19 +24,19 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import (
+    AddedToken,
     Regex,
     Tokenizer,
     decoders,
     normalizers,
     pre_tokenizers,
     processors,
-    trainers,
 )
 from tokenizers.models import Unigram
 
 from led.files import write_text_atomically
 from led.models.hub import resolve_model_dir
-from led.models.tokenizer_base import TokenizerBase
+from led.models.tokenizer_base import TokenizerBase, train_unigram
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 MASK_SENT, MASK = "<mask_1>", "<mask_2>"  # gap-sentence mask, masked-word mask
@@ -84,22 +84,23 @@ class PegasusTokenizer(TokenizerBase):
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, show_progress: bool = False) -> PegasusTokenizer:
-        """Train a new Unigram with PEGASUS' special tokens at ids 0-105 (for models trained from scratch).
+        """Train a new Unigram with PEGASUS' special tokens at ids 0-105 (for models trained from scratch), with
+        SentencePiece's trainer as PEGASUS' own was (`led.models.tokenizer_base.train_unigram`): the same texts and
+        `vocab_size` give the same file on every run and machine.
 
-        `vocab_size` counts the 106 special tokens, so it must exceed 106. Characters never seen in `texts`
-        encode as `<unk>` (there is no byte fallback, as in PEGASUS).
+        `vocab_size` counts the 106 special tokens, so it must exceed 106; a small corpus may fill fewer ids.
+        Characters never seen in `texts` encode as `<unk>` (there is no byte fallback, as in PEGASUS).
         """
         if vocab_size <= len(SPECIAL_TOKENS):
             raise ValueError(f"vocab_size={vocab_size} is too small: it must exceed {len(SPECIAL_TOKENS)} "
                              f"(PEGASUS reserves ids 0-{len(SPECIAL_TOKENS) - 1} for special tokens)")
-        backend = _assemble(Unigram())
-        trainer = trainers.UnigramTrainer(
-            vocab_size=vocab_size,
-            special_tokens=list(SPECIAL_TOKENS),
-            unk_token=UNK,
-            show_progress=show_progress,
-        )
-        backend.train_from_iterator(iter(texts), trainer=trainer)
+        pipeline = _assemble(Unigram())  # its normalizer: the texts as encoding will see them
+        normalized = (pipeline.normalizer.normalize_str(text) for text in texts)
+        pieces = train_unigram(normalized, vocab_size - len(SPECIAL_TOKENS) + 1)  # its <unk> is ours
+        specials = [(token, 0.0) for token in SPECIAL_TOKENS]
+        pieces = [(piece, score) for piece, score in pieces[1:] if piece not in SPECIAL_TOKENS]
+        backend = _assemble(Unigram([*specials, *pieces], unk_id=SPECIAL_TOKENS.index(UNK), byte_fallback=False))
+        backend.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS])
         eos_id = backend.token_to_id(EOS)
         assert eos_id == 1  # special tokens take the first ids in order
         backend.post_processor = _eos_template(eos_id)
