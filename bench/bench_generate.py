@@ -6,7 +6,7 @@ median of `--repeats` runs (ours and theirs alternating), and the two outputs mu
 
     python bench/bench_generate.py                    # 4,096-token input, greedy 128 and beam-4 64 tokens
     python bench/bench_generate.py --length 1024 --repeats 5
-    python bench/bench_generate.py --family pegasus_x     # the small shape of DESIGN.md, 128 global tokens
+    python bench/bench_generate.py --family pegasus_x     # the small shape: blocks of 512, 128 global tokens
     python bench/bench_generate.py --cases beam --profile   # and where our beam search spends its time
     python bench/bench_generate.py --device cuda --family pegasus_x
 

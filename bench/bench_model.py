@@ -41,7 +41,7 @@ _SMALL = dict(d_model=256, encoder_layers=4, decoder_layers=4, encoder_attention
 SHAPES = {
     "led": {"small": dict(_SMALL, attention_window=512),
             "base": LEDConfig.from_name("led-base-16384").__dict__ | {"extra": {}}},
-    # DESIGN.md's "Measured on this kind of machine" lists transformers' figures for this small shape.
+    # README.md ("The model") compares with transformers' figures at this small shape.
     "pegasus_x": {"small": dict(_SMALL, block_size=512, num_global_tokens=128, vocab_size=96103,
                                 activation_function="relu"),
                   "base": PegasusXConfig.from_name("pegasus-x-base").__dict__ | {"extra": {}}},

@@ -8,7 +8,7 @@ Arguments are `key=value` pairs (as in the Hydra training command); the keys are
 `PrepareConfig` below. `dataset` is anything `datasets.load_dataset` accepts: a Hub id or a local directory of
 `train/validation/test` jsonl/json/parquet/csv files (`train.jsonl`, ...: read and checked as training reads a data
 file, so a bad record is the same one-line error naming the file and line). A Hub dataset that is a loading script
-(`scientific_papers`), which `datasets` >= 4 no longer runs, is read from the Hub's parquet export of it
+(`scientific_papers`), which `datasets` >= 4 refuses to run, is read from the Hub's parquet export of it
 (`led.data.sources.load_hub_dataset`).
 
 The output directory holds

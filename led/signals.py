@@ -1,5 +1,6 @@
 """Signals outside the training loop: DataLoader workers that never see Ctrl+C or SIGTERM, and work after training
-that stops at once on them (the training loop itself finishes its step and saves last.ckpt: led.recipes.train.checkpointing).
+that stops at once on them (the training loop itself finishes its step and saves last.ckpt:
+led.training.callbacks.ResumeCheckpoint).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Bad data and data settings: each problem raises one DataError that names the file, line, field or value
-(led/data_checks.py), or is skipped/truncated with one log line per split. Tiny files, no network."""
+(led/data/checks.py), or is skipped/truncated with one log line per split. Tiny files, no network."""
 
 import json
 import logging

@@ -116,7 +116,7 @@ CUDA_MEASURED = {("small", "32", "led", 16384, False): 2625, ("small", "32", "pe
 def test_cuda_estimate_within_10_percent_of_the_peak_measured_on_a_gpu(case):
     """The CUDA side of the account (fused attention with masks, fused dropout, autocast) against what a GPU
     measured: the memory-efficient kernel keeps a (B, 1, 1, K) mask as B x K numbers, not expanded to every
-    head and query row (that counted 1.3 GB too many for PEGASUS-X at 16,384 tokens)."""
+    head and query row (counted expanded, it is 1.3 GB too many for PEGASUS-X at 16,384 tokens)."""
     shape, precision, model_type, length, checkpointing = case
     config = config_from_dict(_bench().model_config(model_type, shape, dropout=0.1))
     estimate = estimate_peak_memory(config, 1, length, 512, precision=precision,

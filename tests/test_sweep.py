@@ -1,4 +1,4 @@
-"""Sweeps: `python train.py -m ...` leaves a summary table (led/sweep.py) that survives failed jobs, the Optuna
+"""Sweeps: `python train.py -m ...` leaves a summary table (led/training/sweep.py) that survives failed jobs, the Optuna
 search (conf/hparams_search/) runs trials, and the SLURM launcher (conf/hydra/launcher/slurm.yaml) asks for
 what the trainer config says. The plugin tests need the `sweep` and `cluster` extras (.ci/run installs them) and are
 skipped without them."""

@@ -90,7 +90,7 @@ def test_default_run_writes_metrics_checkpoints_and_config(tmp_path: Path, corpu
 
 def test_loss_only_validation_keeps_the_best_checkpoint_by_loss(tmp_path: Path, corpus: Path) -> None:
     """module.val_rouge_examples=0: validation computes the loss alone, and the best checkpoint (which watches
-    val/rouge1 by default) is chosen by val/loss, instead of the run stopping at its first validation."""
+    val/rouge1 by default) is chosen by val/loss, and the run trains on past its first validation."""
     steps = [o for o in FEW_STEPS if not o.startswith("module.val_rouge_examples=")]
     cfg = make_config(tmp_path, f"data.synthetic.dir={corpus}", *TINY_CORPUS, *TINY_MODEL, *steps,
                       "module.val_rouge_examples=0")

@@ -1,4 +1,4 @@
-"""Checks on the data and data settings given to `SummarizationDataModule` (led/data.py).
+"""Checks on the data and data settings given to `SummarizationDataModule` (led/data/datamodule.py).
 
 Every problem a user can make with their data is found before training starts and explained in one
 `DataError` that names the setting, file, line, field or value and says what would be valid.

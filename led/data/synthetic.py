@@ -95,7 +95,7 @@ class Fact:
     @property
     def summary_line(self) -> str:
         # Attribute first: the decoder writes the verb it knows from the template order, then looks up that
-        # attribute's value and the town beside it (town-first lines were learned far later from scratch).
+        # attribute's value and the town beside it (from scratch, town-first lines are learned far later).
         # Value and town follow a space, so they are the same BPE tokens as in the report.
         return f"- {self.verb} {self.value}: {self.town}."
 

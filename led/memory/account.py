@@ -170,7 +170,7 @@ def _attention(device: str, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor |
     if mask is not None:
         # The kernel keeps the additive form of the mask it was given, in the mask's own shape (CUDA: its keys
         # padded to a multiple of 16), and broadcasts it over heads and query rows as a view: a (B, 1, 1, K) mask
-        # stays B x K numbers (measured on an H200: expanding it to (B, H, L, K) overstated a PEGASUS-X step at
+        # stays B x K numbers (measured on an H200: expanding it to (B, H, L, K) overstates a PEGASUS-X step at
         # 16,384 tokens without checkpointing by 1.3 GB, 1.67x).
         keys = mask.shape[-1] if device == "cpu" else -(-mask.shape[-1] // 16) * 16
         if mask.dtype == torch.bool or mask.dtype != q.dtype or keys != mask.shape[-1]:

@@ -1,4 +1,4 @@
-"""Lightning strategies configured for LED (see conf/trainer/).
+"""Lightning strategies configured for the encoder-decoder models of both families (see conf/trainer/).
 
 `trainer=ddp` is Lightning's own DDP. `trainer=fsdp` is FSDP2 (`torch.distributed.fsdp.fully_shard`) through
 Lightning's `ModelParallelStrategy`: Lightning's FSDP1 `FSDPStrategy` refuses CPU accelerators, FSDP2 runs on

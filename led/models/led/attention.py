@@ -163,7 +163,7 @@ def global_query_attention(hidden: Tensor, masks: EncoderMasks, query: nn.Linear
 
 def _fold_global_projections(hidden: Tensor, heads: int, num_global: int, dropout_p: float) -> bool:
     """Whether the global rows attend to the layer input through folded projections (below): without
-    gradients (the training path, and led/memory.py's account of it, keep the projections), without
+    gradients (the training path, and led/memory/account.py's account of it, keep the projections), without
     attention dropout, and while it is the cheaper: per token, the projections of keys and values cost
     2 d_model^2 multiply-adds and the folded attention 2 (H - 1) G d_model more than the projected one; folded
     while the latter is under half the former."""

@@ -21,7 +21,7 @@ from led.models.base import EncoderDecoderModel, Seq2SeqOutput, shift_tokens_rig
 from led.models.led.attention import EncoderMasks, LEDEncoderAttention
 from led.models.led.config import LEDConfig
 
-LEDOutput = Seq2SeqOutput  # the name `from led import LEDOutput` has always given
+LEDOutput = Seq2SeqOutput  # LED's name for the shared output type (`from led import LEDOutput`)
 
 _ACTIVATIONS = {
     "gelu": F.gelu,

@@ -17,8 +17,8 @@ one buffer serves both `scaled_dot_product_attention` calls without another copy
 The fused kernels keep the softmax in fp32 (also under bf16 autocast), the flash / memory-efficient kernels on
 GPU never hold the scores, and no shape depends on the data (no host sync). Against a layout with separate
 full-length keys and values for the global rows plus a blocked copy of them for the token rows, and a copy of
-the outputs before out_proj, this keeps three fewer (L x d_model) tensors per layer for backward: PEGASUS-X
-small shape, 16,384 tokens, 1,684 -> 1,487 MB of tensors at the step's peak (bench/bench_model.py's count).
+the outputs before out_proj, this keeps three fewer (L x d_model) tensors per layer for backward: at PEGASUS-X's
+small shape and 16,384 tokens, 197 MB fewer at the step's peak than that layout (bench/bench_model.py's count).
 The global rows pay for it with 25% more (masked) keys: +0.04 s of SDPA per layer and step at 16,384 tokens.
 
 `dense_attention` is the same math as one masked ((G + L) x (G + L)) attention: a readable reference for the
@@ -43,7 +43,7 @@ def blocked_attention(q_glob: Tensor, q_tok: Tensor, k: Tensor, v: Tensor, key_o
 
     def blocked(t: Tensor) -> Tensor:  # (B, G + L, H, D) -> (B, nb, G + block, H, D): the one copy
         # split, not two slices: its backward is one concatenation, where every slice's backward would build a
-        # zero-filled gradient of t's full size (the step's fill_ time at 16,384 tokens: 3.4% -> 1.7%).
+        # zero-filled gradient of t's full size (fill_ takes 1.7% of a step at 16,384 tokens here, 3.4% with slices).
         glob, tok = t.split([num_global, length], dim=1)
         glob = glob[:, None].expand(batch, blocks, num_global, heads, dim)
         return torch.cat([glob, tok.unflatten(1, (blocks, block))], dim=2)
