@@ -8,8 +8,10 @@ naming the key, the value and what is valid, instead of a TypeError from inside 
 the tokenizer and the model were built. A `_partial_` node is called later with the arguments its caller supplies:
 those are the target's parameters without a default that the node leaves out. A mapping argument whose annotation
 is `Annotated[..., receiver]` (`model.overrides` -> LEDConfig, `data.synthetic` -> write_corpus) is checked against
-that receiver the same way. Values left at `???` and a from-scratch model that LEDConfig rejects (an odd window, a
-window list of the wrong length) are reported here too.
+that receiver the same way. Values left at `???`, a from-scratch model that LEDConfig rejects (an odd window, a
+window list of the wrong length) and generation settings that GenerationConfig rejects (`generation.num_beams=0`) are
+reported here too. What only the receiver itself can refuse (`optimizer.lr=-1`) is reported as it refuses it
+(led/instantiate.py).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def setting_problems(cfg: DictConfig) -> list[str]:
     from led.training.loggers import missing_logger_packages
 
     return (_check_targets(plain, "") or _model_problems(plain.get("model"))
+            or _generation_problems(plain.get("generation"))
             or missing_logger_packages(plain.get("logger")))
 
 
@@ -151,7 +154,7 @@ def _check_node(node: dict[str, Any], receiver: _Receiver, path: str) -> list[st
             if not receiver.takes_any_key:
                 problems.append(_unknown_key_message(full_key, str(key), path, receiver))
         elif not _accepts(receiver.types[key], value):
-            problems.append(f"{full_key}={_show(value)} is not valid: {receiver.name} takes {key} as "
+            problems.append(f"{full_key}={show_value(value)} is not valid: {receiver.name} takes {key} as "
                             f"{_describe(receiver.types[key])}")
         elif isinstance(value, dict) and _settings_receivers(receiver.types[key]):
             problems += _check_node(value, _merged_receiver(_settings_receivers(receiver.types[key]), value),
@@ -262,7 +265,7 @@ def _is_plain(hint: Any) -> bool:
             or (isinstance(hint, type) and issubclass(hint, (os.PathLike, enum.Enum))))
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A value as it is written in an override."""
     if value is None:
         return "null"
@@ -286,4 +289,18 @@ def _model_problems(model: dict[str, Any] | None) -> list[str]:
             get_object(model["_target_"])(**arguments)
     except (TypeError, ValueError) as error:
         return [str(error)]
+    return []
+
+
+def _generation_problems(generation: dict[str, Any] | None) -> list[str]:
+    """GenerationConfig's own checks of the validation summaries' settings (`generation.num_beams=0`), which
+    `generate` would otherwise make at the run's first validation, after its first training steps."""
+    if not isinstance(generation, dict):
+        return []
+    from led.models.generation import GenerationConfig
+
+    try:
+        GenerationConfig.from_dict({key: value for key, value in generation.items() if key not in _HYDRA_KEYS})
+    except (TypeError, ValueError) as error:
+        return [str(error).replace("GenerationConfig.", "generation.")]
     return []

@@ -24,3 +24,10 @@ class CheckpointError(UserError, ValueError):
 class WriteError(UserError, OSError):
     """A file could not be written (disk full, quota, permissions); the file it would have replaced is unchanged.
     `errno` is that of the underlying error."""
+
+
+def first_line(error: BaseException) -> str:
+    """An error's message as one line, for a message of ours that quotes it: its first line (another library's
+    message may go on for lines), or the error's type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

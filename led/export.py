@@ -31,9 +31,14 @@ from led.errors import UserError
 from led.files import write_directory_atomically
 from led.models.base import EncoderDecoderModel, ModelConfig
 from led.models.checkpoint import match_state_dict
-from led.models.families import config_from_dict, family, load_tokenizer
+from led.models.families import load_tokenizer
 from led.models.generation import GenerationConfig
-from led.training.checkpointing import checkpoint_problem, corrupt_checkpoint_message, saved_model_config
+from led.training.checkpointing import (
+    checkpoint_problem,
+    corrupt_checkpoint_message,
+    run_tokenizer,
+    saved_model_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +69,10 @@ def export(ckpt_path: str | Path, out: str | Path, overwrite: bool = False, toke
     model = rebuild_model(checkpoint, str(ckpt_path))
     # The run's `generation` node: generate's keywords beside Hydra's `_target_` and `_partial_`.
     settings = {key: value for key, value in (hparams.get("generation") or {}).items() if not key.startswith("_")}
-    generation = generation_config(settings, model.config)
-    tokenizer_source = tokenizer or hparams.get("tokenizer") or (hparams.get("model") or {}).get("pretrained")
+    generation = generation_config(settings, model.config, checkpoint.get("generation_config"))
+    # The run's tokenizer/ (trained for it, or copied there from the model it was fine-tuned from).
+    tokenizer_source = tokenizer or run_tokenizer(Path(ckpt_path), hparams.get("tokenizer")) \
+        or (hparams.get("model") or {}).get("pretrained")
     if not tokenizer_source:
         raise ExportError(f"{ckpt_path} does not name its tokenizer; give tokenizer=DIR (or a Hub id)")
     try:
@@ -113,33 +120,33 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def rebuild_model(checkpoint: dict[str, Any], source: str) -> EncoderDecoderModel:
     """The model of a checkpoint, of the family its stored config names, built from that config (no pretrained
-    files needed)."""
-    saved = saved_model_config(checkpoint)
-    if saved is not None:
-        config = config_from_dict(saved)
-    else:  # written before LEDSummarizer stored its config: rebuild it as training did (may read `pretrained`)
-        from led.training.module import build_model
+    files needed), with the checkpoint's weights."""
+    from led.training.module import build_model, model_of_checkpoint
 
-        settings = {k: v for k, v in checkpoint["hyper_parameters"]["model"].items() if k != "gradient_checkpointing"}
-        config = build_model(**settings).config
+    node = {key: value for key, value in checkpoint["hyper_parameters"]["model"].items()
+            if key != "gradient_checkpointing"}
+    saved = saved_model_config(checkpoint)
+    # A checkpoint written before LEDSummarizer stored its config is rebuilt as training built it (reading
+    # `pretrained`, if it names one).
+    model = model_of_checkpoint(node, saved) if saved is not None else build_model(**node)
     state = {name.removeprefix("model."): tensor for name, tensor in checkpoint["state_dict"].items()
              if name.startswith("model.")}
-    with torch.device("meta"):
-        model = family(config.model_type).model_class(config)
-    model.load_state_dict(match_state_dict(model, state, source), assign=True)
-    model.tie_weights()  # assign=True put a separate tensor in each of the embedding's four places
+    model.load_state_dict(match_state_dict(model, state, source))
     return model.float().eval()  # fp32 parameters, as `transformers` loads them by default
 
 
-def generation_config(settings: dict[str, Any], config: ModelConfig) -> GenerationConfig:
+def generation_config(settings: dict[str, Any], config: ModelConfig,
+                      defaults: dict[str, Any] | None = None) -> GenerationConfig:
     """The run's generation settings (`generate` keyword arguments, named as in transformers' GenerationConfig)
-    over the model config's special token ids and generation keys."""
+    over the model's generation defaults that validation ran with (`defaults`: a pretrained model's
+    generation_config.json, stored in the checkpoint), or else the model config's special token ids and generation
+    keys."""
     known = {field.name for field in dataclasses.fields(GenerationConfig)}
     if set(settings) - known:
         log.warning("generation settings %s are not GenerationConfig fields; generation_config.json leaves them out",
                     sorted(set(settings) - known))
-    return GenerationConfig.from_model_config(config).update(
-        GenerationConfig.from_dict({k: v for k, v in settings.items() if k in known}))
+    base = GenerationConfig.from_dict(defaults) if defaults else GenerationConfig.from_model_config(config)
+    return base.update(GenerationConfig.from_dict({k: v for k, v in settings.items() if k in known}))
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

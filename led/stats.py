@@ -60,13 +60,12 @@ def compose_config(overrides: list[str]) -> Any:
 def length_stats(cfg: Any, split: str, output_dir: Path) -> dict[str, Any]:
     """Token lengths and batching padding of `split` of `cfg.data` (see the module docstring)."""
     import datasets
-    from hydra.utils import instantiate
-
     from omegaconf import OmegaConf
 
+    from led.instantiate import build
     from led.training.module import model_skeleton
 
-    datamodule = instantiate(cfg.data, tokenizer_dir=str(output_dir / "tokenizer"), _convert_="all")
+    datamodule = build("data", cfg.data, tokenizer_dir=str(output_dir / "tokenizer"), _convert_="all")
     # The model's family (its tokenizer), padding multiple and limits, from its config alone (no weights).
     datamodule.match_model(model_skeleton(OmegaConf.to_container(cfg.model, resolve=True)))
     multiple = datamodule.pad_to_multiple_of

@@ -1,4 +1,5 @@
-"""Summarization data for LED: raw text -> tokenised, cached splits -> length-grouped padded batches.
+"""Summarization data for both families (LED, PEGASUS-X): raw text -> tokenised, cached splits -> length-grouped
+padded batches.
 
 `SummarizationDataModule` is built from plain values (Hydra's `conf/data/*.yaml`, whose `_target_` names it). Where
 the text comes from:
@@ -11,9 +12,10 @@ the text comes from:
 - a directory written by `python -m led.prepare` (raw jsonl + tokenizer + tokenised splits, for compute nodes
   without internet): `source=DIR`.
 
-The tokenizer is a directory or Hub id, or, for a model trained from scratch, a byte-level BPE of
-`tokenizer_vocab_size` tokens trained on the training split into `tokenizer_dir`: the directory is known when the
-DataModule is built (the run records it before the model exists), the training happens on first use, after
+The tokenizer is a directory or Hub id, or, for a model trained from scratch, one of the model's family (LED:
+byte-level BPE; PEGASUS-X: SentencePiece Unigram) of `tokenizer_vocab_size` tokens trained on the training split
+into `tokenizer_dir`: the directory is known when the DataModule is built (the run records it before the model
+exists), the training happens on first use, after
 `match_model(model)` has checked the lengths against the model (the padding multiple, the position tables and the
 embedding rows), so a setting that cannot work stops the run before any work.
 
@@ -26,7 +28,7 @@ Batches follow docs/CONTRACTS.md ("Batches"): `input_ids`, `attention_mask`, `gl
 padded to a multiple of `pad_to_multiple_of` (the model's largest attention window). `references(split)[id]` is
 the raw summary.
 
-Bad data is caught before training starts (led/data_checks.py): every problem raises one `DataError` naming
+Bad data is caught before training starts (led/data/checks.py): every problem raises one `DataError` naming
 the setting, file, line, field or value. Records whose article or summary is empty or whitespace-only are
 skipped (counted in the log; `strict=True` makes them an error), so `ids`/`references` index the records kept.
 Truncation to `max_input_length` is counted and logged once per split.
@@ -70,8 +72,9 @@ from led.data.checks import (
 )
 from led.data.sources import CACHE_FORMAT, SPLIT_STATS, RawSource, tokenize_split
 from led.data.synthetic import ensure_corpus, write_corpus
+from led.errors import first_line
 from led.files import write_directory_atomically
-from led.models.families import FAMILIES, family, load_tokenizer
+from led.models.families import FAMILIES, family, load_tokenizer, tokenizer_family
 from led.models.tokenizer_base import TokenizerBase
 
 if TYPE_CHECKING:
@@ -118,7 +121,8 @@ class SummarizationDataModule(L.LightningDataModule):
             family (LED: byte-level BPE, PEGASUS-X: Unigram) of tokenizer_vocab_size tokens is trained on the first
             tokenizer_training_docs usable training records (all when None; read and checked as every split is)
             and saved in tokenizer_dir when the tokenizer is first needed; a directory that holds one already keeps
-            it (a resumed run).
+            it (a resumed run). With a tokenizer given, tokenizer_dir receives a copy of it on first use (the run's
+            tokenizer/, which its checkpoints name), unless it holds one already.
     The recipes hand the model's family, pad_to_multiple_of and the three model limits over with
     `match_model(model)`; the tokenizer is that family's (without match_model: the family its files are).
     """
@@ -170,6 +174,12 @@ class SummarizationDataModule(L.LightningDataModule):
             tokenizer = _tokenizer_dir_to_train(self.source, tokenizer_dir, tokenizer_vocab_size)
             self._tokenizer_training = (tokenizer_vocab_size, tokenizer_training_docs)
         tokenizer = self.tokenizer_path = _resolve_tokenizer_path(tokenizer, self.source)
+        # A tokenizer taken from elsewhere (a pretrained model, a Hub id, a prepared directory) is copied into
+        # tokenizer_dir on first use, and the run records that copy: its checkpoints need nothing outside it.
+        self._tokenizer_copy_from: str | None = None
+        if tokenizer_dir and self._tokenizer_training is None and not _same_path(tokenizer, tokenizer_dir):
+            self._tokenizer_copy_from, tokenizer = tokenizer, tokenizer_dir
+            self.tokenizer_path = tokenizer_dir
         # Saved now: save_hyperparameters reads the arguments' current values, so `tokenizer` is the directory to
         # train into or the one found, as the LightningModule records it (Lightning's loggers insist that shared keys
         # agree).
@@ -196,6 +206,8 @@ class SummarizationDataModule(L.LightningDataModule):
         if self._tokenizer is None:
             if self._tokenizer_training is not None:
                 self._train_tokenizer(*self._tokenizer_training)
+            if self._tokenizer_copy_from is not None:
+                self._copy_tokenizer(self._tokenizer_copy_from)
             try:
                 tokenizer = load_tokenizer(self.tokenizer_path, self.model_type)
             except ValueError as e:  # another family's tokenizer, or a file that is none
@@ -303,13 +315,19 @@ class SummarizationDataModule(L.LightningDataModule):
         """The tokenised split (built first if needed); its skip/truncation counts are logged here, once."""
         path = self._build_split(split)
         stats_file = path / SPLIT_STATS
-        stats = json.loads(stats_file.read_text()) if stats_file.is_file() else None
+        try:
+            stats = json.loads(stats_file.read_text()) if stats_file.is_file() else None
+            tokenized = datasets.load_from_disk(str(path))
+        except Exception as error:  # noqa: BLE001 - a damaged folder: datasets and pyarrow raise many types
+            raise DataError(f"the tokenised {split} split {path} cannot be read ({type(error).__name__}: "
+                            f"{first_line(error)}); delete that folder to tokenise {self.source.describe(split)} "
+                            "again") from None
         if stats is not None:
             if self.strict and stats["skipped"]:  # a cache built without strict
                 raise self._empty_records_error(split, stats["skipped"], stats["records"], stats["first_skipped"])
             if self._replicas()[1] == 0:
                 self._log_stats(split, stats)
-        return datasets.load_from_disk(str(path))
+        return tokenized
 
     def _build_split(self, split: str) -> Path:
         """Check, tokenise and cache a split unless its cache exists; return the cache folder."""
@@ -373,6 +391,20 @@ class SummarizationDataModule(L.LightningDataModule):
             log.info("trained a %d-token %s tokenizer on %d documents of %s -> %s", tokenizer.vocab_size,
                      trained_for.name, limit, self.source.describe("train"), out_dir)
         self._tokenizer_training = None
+
+    def _copy_tokenizer(self, source: str) -> None:
+        """The tokenizer at `source` (of the model's family, checked as when it is used directly) saved in
+        `tokenizer_path`, the run's tokenizer/; one saved there already is kept (a resumed run needs no source)."""
+        out_dir = Path(self.tokenizer_path)
+        if tokenizer_family(out_dir) is None:
+            try:
+                tokenizer = load_tokenizer(source, self.model_type)
+            except ValueError as e:  # another family's tokenizer, or a file that is none
+                raise DataError(f"tokenizer={source}: {e}") from None
+            check_vocab(tokenizer.vocab_size, self.model_vocab_size, source)  # a refused run leaves no copy
+            write_directory_atomically(out_dir, tokenizer.save_pretrained, keep_existing=True)
+            log.info("copied the tokenizer of %s into %s: the run's checkpoints name this copy", source, out_dir)
+        self._tokenizer_copy_from = None
 
     def _empty_records_error(self, split: str, skipped: int, total: int, first_row: int) -> DataError:
         return empty_records_error(self.source.describe(split), [self.source_field, self.summary_field], skipped,
@@ -470,6 +502,11 @@ def _tokenizer_dir_to_train(source: RawSource, out_dir: str | None, vocab_size: 
         raise DataError(f"no tokenizer given and no training file to train one on: set tokenizer= to a directory or "
                         f"Hub id (e.g. the pretrained model's), or train_file= (tokenizer_vocab_size={vocab_size})")
     return out_dir
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Whether two tokenizer locations are one directory (a Hub id is never a local directory)."""
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 def _resolve_tokenizer_path(tokenizer: str | None, source: RawSource) -> str:

@@ -21,6 +21,7 @@ from led.data.checks import (
     record_locator,
     script_dataset_error,
 )
+from led.errors import first_line
 from led.models.hub import looks_like_local_path
 from led.models.tokenizer_base import TokenizerBase
 
@@ -100,9 +101,14 @@ class RawSource:
                 f"source {str(directory)!r} is a directory without {PREPARED_MANIFEST}, so it was not written by "
                 "`python -m led.prepare`; for plain data files use train_file=/validation_file=/test_file="
             )
-        info = json.loads(manifest.read_text())
-        files = {split: directory / relative for split, relative in info["splits"].items()}
-        return cls("prepared", name=str(directory.resolve()), files=files, data_id=info["data_id"])
+        try:
+            info = json.loads(manifest.read_text(encoding="utf-8"))
+            files = {split: directory / relative for split, relative in info["splits"].items()}
+            return cls("prepared", name=str(directory.resolve()), files=files, data_id=str(info["data_id"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:  # not JSON or UTF-8, or keys missing
+            raise DataError(f"source {str(directory)!r}: its {PREPARED_MANIFEST} cannot be read "
+                            f"({type(error).__name__}: {first_line(error)}); write the directory again with "
+                            "`python -m led.prepare`") from None
 
     def splits(self) -> tuple[str, ...]:
         """The splits this source has (a Hub dataset is assumed to have all three)."""

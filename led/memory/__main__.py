@@ -10,20 +10,20 @@ activations by part) and the verdict against `gpu_memory_gib`, with and without 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from led.cli import run
-from led.errors import ConfigError
+from led.errors import CheckpointError, ConfigError
 from led.memory.estimate import optimizer_class, plan
+from led.models.config_file import read_config_json
 from led.models.families import FAMILIES, config_from_dict, family_of_size
 
 
 @dataclass
 class MemoryArgs:
-    model: str = "led-base-16384"  # a named size of either family, a config.json, or a directory holding one
+    model: str = "led-base-16384"  # a named size of either family, a config.json or a directory holding one, or a .ckpt
     input_length: int = 16384
     target_length: int = 512
     batch_size: int = 1  # per device
@@ -36,16 +36,20 @@ class MemoryArgs:
 
 
 def load_model_config(value: str) -> Any:
-    """A named size of either family (LED's, PEGASUS-X's), or the config.json at `value` (or in the directory
-    `value`), of the family its `model_type` names."""
+    """A named size of either family (LED's, PEGASUS-X's), the config.json at `value` (or in the directory
+    `value`), of the family its `model_type` names, or the model config a training checkpoint stores (a .ckpt
+    file or a sharded checkpoint directory: no weights are read)."""
+    if value.endswith(".ckpt") or os.path.isfile(os.path.join(value, "meta.pt")):
+        return _checkpoint_config(value)
     if value.endswith(".json") or os.path.isdir(value):
         path = os.path.join(value, "config.json") if os.path.isdir(value) else value
         if not os.path.isfile(path):
             raise ConfigError(f"model={value!r} is invalid: {path} does not exist")
         try:
-            with open(path) as f:
-                return config_from_dict(json.load(f))
-        except (json.JSONDecodeError, ValueError, TypeError) as e:
+            return config_from_dict(read_config_json(path))
+        except CheckpointError as e:  # not JSON, not UTF-8 or not an object: the message names the file
+            raise ConfigError(f"model={value!r} is invalid: {e}") from None
+        except (ValueError, TypeError) as e:
             raise ConfigError(f"model={value!r} is invalid: {path} is not a model config.json ({e})") from None
     try:
         found = family_of_size(value)
@@ -54,6 +58,23 @@ def load_model_config(value: str) -> Any:
         raise ConfigError(f"model={value!r} is invalid: valid values are {sizes} "
                           f"or a config.json (or a directory holding one)") from None
     return found.config_of_size(value.removeprefix("allenai/").removeprefix("google/"))
+
+
+def _checkpoint_config(value: str) -> Any:
+    from pathlib import Path
+
+    from led.training.checkpointing import read_saved_model
+
+    if not os.path.exists(value):
+        raise ConfigError(f"model={value!r} is invalid: {value} does not exist")
+    saved = read_saved_model(Path(value))
+    if saved is None:
+        raise ConfigError(f"model={value!r} is invalid: it is not a checkpoint written by train.py that stores its "
+                          "model config; give a named size or the config.json of an exported model")
+    try:
+        return config_from_dict(saved["config"])
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model={value!r} is invalid: its stored model config ({e})") from None
 
 
 def report(args: MemoryArgs) -> str:

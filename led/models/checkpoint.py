@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 import safetensors.torch
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-from led.errors import CheckpointError
+from led.errors import CheckpointError, first_line
 from led.files import write_atomically
+from led.models.config_file import MODEL_ADVICE
 from led.models.generation import load_generation_config
 from led.models.hub import resolve_model_dir
 
@@ -40,16 +42,15 @@ def resolve_checkpoint_dir(path_or_hub_id: str | os.PathLike) -> Path:
 
 
 def read_state_dict(directory: Path) -> dict[str, Tensor]:
-    """All tensors of the checkpoint in `directory`, from whichever weight file it has."""
+    """All tensors of the checkpoint in `directory`, from whichever weight file it has; a file that cannot be read
+    is a CheckpointError naming it."""
     if (directory / "model.safetensors").exists():
-        return load_file(directory / "model.safetensors")
-    for index_name, loader in (("model.safetensors.index.json", load_file),
+        return _load_safetensors(directory / "model.safetensors")
+    for index_name, loader in (("model.safetensors.index.json", _load_safetensors),
                                ("pytorch_model.bin.index.json", _load_bin)):
         if (directory / index_name).exists():
-            with open(directory / index_name, encoding="utf-8") as f:
-                shards = sorted(set(json.load(f)["weight_map"].values()))
             state: dict[str, Tensor] = {}
-            for shard in shards:
+            for shard in _shards(directory / index_name):
                 state.update(loader(directory / shard))
             return state
     if (directory / "pytorch_model.bin").exists():
@@ -57,11 +58,30 @@ def read_state_dict(directory: Path) -> dict[str, Tensor]:
     raise CheckpointError(f"{directory} holds no weights: expected one of {', '.join(WEIGHT_FILES)}")
 
 
+def _shards(index: Path) -> list[str]:
+    """The weight files a sharded checkpoint's index names (its `weight_map`'s values)."""
+    try:
+        with open(index, encoding="utf-8") as f:
+            return sorted(set(json.load(f)["weight_map"].values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, not UTF-8, no weight_map
+        raise CheckpointError(f"weights index {index} cannot be read ({type(e).__name__}: {first_line(e)}): it must "
+                              f"be JSON with a weight_map of tensor names to files; {MODEL_ADVICE}") from None
+
+
+def _load_safetensors(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:  # cut short, damaged, or not a safetensors file
+        raise CheckpointError(f"weights {path} cannot be read: it is not a whole safetensors file ({first_line(e)}); "
+                              f"{MODEL_ADVICE}") from None
+
+
 def _load_bin(path: Path) -> dict[str, Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path} could not be read as a PyTorch weights file (weights_only=True): {e}") from None
+    except Exception as e:  # noqa: BLE001 - cut short, damaged, or pickling more than tensors: torch raises many types
+        raise CheckpointError(f"weights {path} cannot be read as a PyTorch weights file (weights_only=True: "
+                              f"{type(e).__name__}: {first_line(e)}); {MODEL_ADVICE}") from None
 
 
 def match_state_dict(model: EncoderDecoderModel, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:

@@ -8,7 +8,10 @@ import json
 import os
 from typing import Any, ClassVar, Self
 
+from led.errors import CheckpointError
 from led.files import write_text_atomically
+
+MODEL_ADVICE = "give a model directory written by `python -m led.export` or transformers' save_pretrained"
 
 
 class ConfigFile:
@@ -79,7 +82,7 @@ class ConfigFile:
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise CheckpointError(f"{path}: {e}") from None
 
     def save(self, directory: str | os.PathLike) -> None:
         write_text_atomically(os.path.join(directory, "config.json"),
@@ -87,12 +90,17 @@ class ConfigFile:
 
 
 def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
-    """A config.json's dictionary; a ValueError naming the file when it is not a JSON object."""
+    """A config.json's dictionary; a CheckpointError naming the file and what is wrong when it is not valid JSON,
+    not UTF-8 text, or not a JSON object."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a JSON object")
-    return data
+        problem = f"it is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+    except UnicodeDecodeError as e:
+        problem = f"it is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start})"
+    else:
+        if isinstance(data, dict):
+            return data
+        problem = f"it holds a JSON {type(data).__name__}, not an object of settings"
+    raise CheckpointError(f"model config {path} cannot be read: {problem}; {MODEL_ADVICE}")

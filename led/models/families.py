@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from led.errors import CheckpointError
 from led.models.base import EncoderDecoderModel
 from led.models.config_file import ConfigFile, read_config_json
 from led.models.hub import resolve_model_dir
@@ -87,8 +88,8 @@ def family_of_size(size: str) -> Family:
 
 
 def config_from_dict(data: dict[str, Any]) -> Any:
-    """A config of whichever family `data["model_type"]` names (LED when it names none: our checkpoints from before
-    there were two families)."""
+    """A config of whichever family `data["model_type"]` names (LED when it names none: the config.json of an LED
+    checkpoint may lack the key)."""
     return family(data.get("model_type", "led")).config(data)
 
 
@@ -98,12 +99,13 @@ def config_of_checkpoint(path_or_hub_id: str | os.PathLike) -> ConfigFile:
     directory = resolve_model_dir(path_or_hub_id, ["config.json"], what="model", contents="config.json")
     config_file = directory / "config.json"
     if not config_file.is_file():
-        raise ValueError(f"no config.json in {str(directory)!r}: a model directory holds config.json and the weights")
+        raise CheckpointError(f"no config.json in {str(directory)!r}: a model directory holds config.json and the "
+                              "weights")
     data = read_config_json(config_file)
     try:
         return config_from_dict(data)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{config_file}: {e}") from None
+        raise CheckpointError(f"{config_file}: {e}") from None
 
 
 def family_of_checkpoint(path_or_hub_id: str | os.PathLike) -> Family:
@@ -124,7 +126,7 @@ def tokenizer_family(path: str | os.PathLike) -> Family | None:
     if tokenizer_file.is_file():
         try:
             kind = json.loads(tokenizer_file.read_text()).get("model", {}).get("type")
-        except (json.JSONDecodeError, AttributeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             return None  # the family's loader says what is wrong with the file
         return next((f for f in FAMILIES.values() if f.tokenizer_model == kind), None)
     if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,9 +29,10 @@ from tokenizers import (
 )
 from tokenizers.models import BPE
 
+from led.errors import CheckpointError, first_line
 from led.files import write_text_atomically
 from led.models.hub import resolve_model_dir
-from led.models.tokenizer_base import TokenizerBase
+from led.models.tokenizer_base import TOKENIZER_ADVICE, TokenizerBase, json_problem, read_tokenizer_file
 
 BOS, PAD, EOS, UNK, MASK = "<s>", "<pad>", "</s>", "<unk>", "<mask>"
 # Order fixes the ids of a freshly trained vocabulary: <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4.
@@ -65,8 +67,17 @@ class LEDTokenizer(TokenizerBase):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_files(cls, vocab_file: str | os.PathLike, merges_file: str | os.PathLike) -> LEDTokenizer:
-        """Build the BART pipeline from a GPT-2 style `vocab.json` and `merges.txt`."""
-        model = BPE.from_file(str(vocab_file), str(merges_file))
+        """Build the BART pipeline from a GPT-2 style `vocab.json` and `merges.txt`; files that cannot be read are a
+        CheckpointError naming the file and what is wrong with it."""
+        try:
+            model = BPE.from_file(str(vocab_file), str(merges_file))
+        except Exception as error:  # noqa: BLE001 - the Rust library raises a plain Exception for every bad file
+            words = re.sub(r"^Error while (reading BPE files|initializing BPE): ", "", first_line(error))
+            problem = json_problem(vocab_file, words)
+            if problem is None:  # the vocabulary reads: the merges are what does not fit
+                raise CheckpointError(f"tokenizer {merges_file} cannot be read with {vocab_file}: {words}; "
+                                      f"{TOKENIZER_ADVICE}") from None
+            raise CheckpointError(f"tokenizer {vocab_file} cannot be read: {problem}; {TOKENIZER_ADVICE}") from None
         return cls(_add_special_tokens(_assemble(model)))
 
     @classmethod
@@ -83,7 +94,7 @@ class LEDTokenizer(TokenizerBase):
     @classmethod
     def _from_dir(cls, directory: Path) -> LEDTokenizer:
         if (directory / TOKENIZER_FILE).is_file():
-            return cls(Tokenizer.from_file(str(directory / TOKENIZER_FILE)))
+            return cls(read_tokenizer_file(directory / TOKENIZER_FILE))
         if (directory / VOCAB_FILE).is_file() and (directory / MERGES_FILE).is_file():
             return cls.from_files(directory / VOCAB_FILE, directory / MERGES_FILE)
         present = sorted(p.name for p in directory.iterdir())

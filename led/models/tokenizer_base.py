@@ -6,10 +6,16 @@ PegasusTokenizer`) adds loading, training and saving in its own format."""
 from __future__ import annotations
 
 import io
+import json
+import os
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from tokenizers import Tokenizer
+
+from led.errors import CheckpointError, first_line
+
+TOKENIZER_ADVICE = "give a tokenizer directory written by train.py or transformers' save_pretrained"
 
 
 class TokenizerBase:
@@ -79,6 +85,33 @@ class TokenizerBase:
 
 def _valid_ids(ids: Iterable[int]) -> list[int]:
     return [int(i) for i in ids if int(i) >= 0]
+
+
+def read_tokenizer_file(path: str | os.PathLike) -> Tokenizer:
+    """The `tokenizers` pipeline of a tokenizer.json; one that cannot be read is a CheckpointError naming the file
+    and what is wrong with it."""
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # noqa: BLE001 - the Rust library raises a plain Exception for every unreadable file
+        words = first_line(error)
+        problem = json_problem(path, words) or f"it is not in the format the tokenizers library reads ({words})"
+        raise CheckpointError(f"tokenizer {path} cannot be read: {problem}; {TOKENIZER_ADVICE}") from None
+
+
+def json_problem(path: str | os.PathLike, words: str) -> str | None:
+    """Why the JSON file at `path`, which a reader refused saying `words` (with the line and column), cannot be read
+    at all: not UTF-8, not valid JSON; None when it is valid JSON (of another shape than the reader's)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            json.load(file)
+    except UnicodeDecodeError as decode_error:
+        return f"it is not UTF-8 text (byte {decode_error.object[decode_error.start:decode_error.start + 1]!r} at " \
+               f"offset {decode_error.start})"
+    except OSError as os_error:
+        return f"it cannot be opened ({os_error.strerror or os_error})"
+    except json.JSONDecodeError:
+        return f"it is not valid JSON ({words})"
+    return None
 
 
 def train_unigram(texts: Iterable[str], vocab_size: int) -> list[tuple[str, float]]:

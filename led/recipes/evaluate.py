@@ -309,6 +309,11 @@ def load_model(ckpt_path: str) -> LoadedModel:
 
     path = Path(ckpt_path).expanduser()
     if path.is_file():
+        from led.training.checkpointing import checkpoint_problem, corrupt_checkpoint_message
+
+        problem = checkpoint_problem(path)  # one line naming the damage, not what torch.load makes of it
+        if problem is not None:
+            raise EvaluationError(corrupt_checkpoint_message(path, problem))
         return _load_lightning_checkpoint(path)
     # Hub ids never end in .ckpt: a missing Lightning checkpoint is not looked up on the Hub.
     if not path.is_dir() and (looks_like_local_path(ckpt_path) or path.suffix == ".ckpt"):
@@ -326,16 +331,23 @@ def load_model(ckpt_path: str) -> LoadedModel:
 def _load_lightning_checkpoint(path: Path) -> LoadedModel:
     import torch
 
+    from led.training.checkpointing import run_tokenizer, saved_model
     from led.training.module import LEDSummarizer
 
     try:
-        module = LEDSummarizer.load_from_checkpoint(str(path), map_location="cpu")
         # Lightning stores the DataModule's save_hyperparameters() beside the module's; mmap avoids a 2nd copy.
         checkpoint = torch.load(str(path), map_location="cpu", mmap=True, weights_only=False)
+        # The model is built from the config the checkpoint stores: the files it was fine-tuned from are not read.
+        module = LEDSummarizer.load_from_checkpoint(str(path), map_location="cpu",
+                                                    saved_model=saved_model(checkpoint))
+    except UserError:
+        raise
     except (OSError, RuntimeError, KeyError, ValueError) as error:
         raise EvaluationError(f"could not load {str(path)!r} as a Lightning checkpoint of LEDSummarizer: {error}") from error
     hparams = dict(module.hparams)
-    tokenizer = hparams.get("tokenizer")  # the run's trained tokenizer/ or the pretrained model's own
+    # The run's tokenizer/ (trained for it, or copied there from the pretrained model); a checkpoint written before
+    # runs kept a copy names the pretrained model's own.
+    tokenizer = run_tokenizer(path, hparams.get("tokenizer"))
     data = checkpoint.get("datamodule_hyper_parameters")
     # The run's `generation` node: generate's keywords beside Hydra's `_target_` and `_partial_`.
     generation = model_generation_settings(module.model, dict(hparams.get("generation") or {}))
@@ -363,6 +375,7 @@ def data_settings(cfg: DictConfig, loaded: LoadedModel) -> dict[str, Any]:
     # The model fixes the vocabulary and the padding multiple; data settings only choose the text and lengths.
     if loaded.tokenizer is not None:
         settings["tokenizer"] = loaded.tokenizer
+    settings.pop("tokenizer_dir", None)  # where the run trained or copied its tokenizer: evaluation writes none
     return settings
 
 

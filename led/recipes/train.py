@@ -1,8 +1,8 @@
 """`train(cfg)`: what `train.py` runs — data, tokenizer, model, Trainer, fit, final validation, metrics.json.
 
 The config is the one composed from conf/config.yaml (see conf/ for every group); each node names what it builds
-with `_target_`, and `instantiate` builds it. The run directory (`cfg.run_dir`, Hydra's output directory) receives
-the resolved config, the tokenizer, checkpoints, logs, `metrics.json` and `samples.jsonl`.
+with `_target_`, and `led.instantiate.build` builds it. The run directory (`cfg.run_dir`, Hydra's output directory)
+receives the resolved config, the tokenizer, checkpoints, logs, `metrics.json` and `samples.jsonl`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -26,6 +25,7 @@ from led.config_check import setting_problems
 from led.data.datamodule import SummarizationDataModule
 from led.errors import ConfigError
 from led.files import write_text_atomically
+from led.instantiate import build, receiving
 from led.models.families import family_of_model
 from led.report import write_report_safely
 from led.signals import StopRequested, stop_at_once_on_signals
@@ -35,6 +35,7 @@ from led.training.checkpointing import (
     checkpoint_mismatch,
     checkpoint_problem,
     corrupt_checkpoint_message,
+    read_saved_model,
 )
 from led.training.console import progress_bar, quiet_logging
 from led.training.distributed import check_launch
@@ -62,12 +63,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     # The DataModule comes first: it generates the synthetic corpus and trains the tokenizer of a model from scratch,
     # which the LightningModule records. Neither draws random numbers, so the model's weights are those of the seed.
-    datamodule: SummarizationDataModule = instantiate(cfg.data, tokenizer_dir=str(run_dir / "tokenizer"),
-                                                      _convert_="all")
+    datamodule: SummarizationDataModule = build("data", cfg.data, tokenizer_dir=str(run_dir / "tokenizer"),
+                                                _convert_="all")
     # The LightningModule stores these nodes as plain values and builds what they name itself.
-    module: LEDSummarizer = instantiate(cfg.module, _convert_="all")(
-        model=_plain(cfg.model), optimizer=_plain(cfg.optimizer), scheduler=_plain(cfg.scheduler),
-        generation=_plain(cfg.generation), tokenizer=datamodule.tokenizer_path)
+    with receiving("module", cfg.module):
+        module: LEDSummarizer = build("module", cfg.module, _convert_="all")(
+            model=_plain(cfg.model), optimizer=_plain(cfg.optimizer), scheduler=_plain(cfg.scheduler),
+            generation=_plain(cfg.generation), tokenizer=datamodule.tokenizer_path,
+            # A resumed run's model is built from the config its checkpoint stores: no pretrained files are read.
+            saved_model=read_saved_model(Path(ckpt_path)) if ckpt_path is not None else None)
     check_checkpoint_fits(ckpt_path, module)
     # The DataModule checks lengths against the model before tokenising anything, and loading the tokenizer (the
     # log line) its vocabulary against the embeddings.
@@ -95,45 +99,50 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------------- trainer
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
-    callbacks = [instantiate(c) for c in callback_nodes(cfg)]
+    callbacks = [build(f"callbacks.{name}", node) for name, node in callback_nodes(cfg).items()]
     bar = progress_bar() if cfg.trainer.get("enable_progress_bar", True) else None
     if bar is not None and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(bar)
-    loggers = [build_logger(c, cfg) for c in (cfg.get("logger") or {}).values() if c is not None]
+    loggers = [build_logger(f"logger.{name}", c, cfg) for name, c in (cfg.get("logger") or {}).items()
+               if c is not None]
+    if not loggers and any(isinstance(c, LearningRateMonitor) for c in callbacks):
+        # Lightning refuses the learning-rate monitor without a logger to write to, at the start of fit.
+        log.info("logger=none: the learning rate is not logged (callbacks.lr_monitor needs a logger)")
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # The DataModule shards batches over ranks itself (length-grouped, token-budgeted), see docs/CONTRACTS.md.
     # AtomicCheckpointIO: a crash or a full disk while saving never leaves a truncated checkpoint. In a SLURM job,
     # Lightning's own requeue handler would save mid-step: ResumeCheckpoint takes the signal (led/training/slurm.py).
     plugins: list[Any] = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
-                       use_distributed_sampler=False, plugins=plugins)
+    return build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir),
+                 use_distributed_sampler=False, plugins=plugins)
 
 
-def callback_nodes(cfg: DictConfig) -> list[DictConfig]:
-    """The callbacks' nodes. With `module.val_rouge_examples=0` (loss only) validation logs no ROUGE, so a callback
-    that watches a validation ROUGE score (the best checkpoint, early stopping) watches val/loss instead, lower
-    being better, rather than stopping the run at its first validation."""
-    nodes = [node for node in (cfg.get("callbacks") or {}).values() if node is not None]
+def callback_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The callbacks' nodes, by name. With `module.val_rouge_examples=0` (loss only) validation logs no ROUGE, so a
+    callback that watches a validation ROUGE score (the best checkpoint, early stopping) watches val/loss instead,
+    lower being better, rather than stopping the run at its first validation."""
+    nodes = {str(name): node for name, node in (cfg.get("callbacks") or {}).items() if node is not None}
     if int(cfg.module.get("val_rouge_examples", 1)) != 0:
         return nodes
-    watched = []
-    for node in nodes:
+    watched = {}
+    for name, node in nodes.items():
         if str(node.get("monitor", "")).startswith("val/rouge"):
             log.info("module.val_rouge_examples=0 (loss only): %s watches val/loss instead of %s", node._target_,
                      node.monitor)
             node = OmegaConf.merge(node, {"monitor": "val/loss", "mode": "min"})
             if "{val/rouge" in str(node.get("filename", "")):
                 node.filename = "step{step}-loss{val/loss:.4f}"
-        watched.append(node)
+        watched[name] = node
     return watched
 
 
 def fit(trainer: L.Trainer, module: LEDSummarizer, datamodule: SummarizationDataModule, ckpt_path: str | None,
         cfg: DictConfig, run_dir: Path) -> None:
-    """`trainer.fit`. SIGTERM or Ctrl+C ends it after the current step with last.ckpt saved (led/faults.py):
-    the process then exits with status 1 and says how to resume (or, after the last step, how to compute the
-    metrics), skipping the final validation."""
+    """`trainer.fit`. SIGTERM or Ctrl+C ends it after the current step with last.ckpt saved
+    (led.training.callbacks.ResumeCheckpoint): the process then exits with status 1 and says how to resume (or,
+    after the last step, how to compute the metrics), skipping the final validation."""
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SIGTERMException:
@@ -177,15 +186,16 @@ def evaluate_command(cfg: DictConfig, checkpoint: Path, run_dir: Path) -> str:
     return " ".join(["python evaluate.py", *map(shlex.quote, arguments)])
 
 
-def build_logger(logger_cfg: DictConfig, cfg: DictConfig) -> Any:
+def build_logger(path: str, logger_cfg: DictConfig, cfg: DictConfig) -> Any:
+    """The logger of the node at `path` (`logger.csv`); wandb's offline unless credentials are found."""
     if not str(logger_cfg.get("_target_", "")).endswith("WandbLogger"):
-        return instantiate(logger_cfg)
+        return build(path, logger_cfg)
     offline = bool(logger_cfg.get("offline")) or not wandb_credentials_available()
     if offline:
         # wandb would otherwise prompt for a key on a terminal, or fail on a cluster node.
         os.environ.setdefault("WANDB_MODE", "offline")
         log.info("wandb: no API key found, logging offline into %s/wandb (`wandb sync` it later)", cfg.run_dir)
-    logger = instantiate(logger_cfg, offline=offline)
+    logger = build(path, logger_cfg, offline=offline)
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return logger
 

@@ -1,6 +1,6 @@
 """Checkpoints of training runs: whole files, checked before a resume, exact random streams.
 
-`last.ckpt` itself is written by `led.recipes.train.callbacks.ResumeCheckpoint`.
+`last.ckpt` itself is written by `led.training.callbacks.ResumeCheckpoint`.
 
 - `AtomicCheckpointIO` (the Trainer's checkpoint writer, see `led.recipes.train.build_trainer`): each checkpoint is
   written to a hidden file beside its final name, flushed to disk and renamed over it, so a crash, a SIGKILL or
@@ -11,8 +11,8 @@
 - `checkpoint_problem(path)`: what is wrong with a truncated or damaged checkpoint file (checked before resuming);
   `checkpoint_mismatch(path, module)`: how a checkpoint's weights do not fit the model (another size, vocabulary).
 
-The position inside the epoch is kept by `led.data.ResumableDataLoader`; Lightning restores model, optimizer,
-scheduler and loop counters itself.
+The position inside the epoch is kept by `led.data.batching.ResumableDataLoader`; Lightning restores model,
+optimizer, scheduler and loop counters itself.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from led.files import write_atomically
+from led.models.hub import looks_like_local_path
 from led.training.distributed import gather_objects
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,39 @@ def checkpoint_mismatch(path: Path, module: torch.nn.Module) -> str | None:
 
 def saved_model_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     """The model's config.json dictionary an LEDSummarizer checkpoint stores (model_type included); None in one
-    written before it stored any. (`led_config`: its name while LED was the only family.)"""
+    that stores none. An LED checkpoint may hold it under `led_config` instead."""
     saved = checkpoint.get("model_config", checkpoint.get("led_config"))
     return saved if isinstance(saved, dict) else None
+
+
+def saved_model(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """What an LEDSummarizer checkpoint stores of its model, as `LEDSummarizer(saved_model=...)` takes it: its
+    config.json dictionary (`config`) and generate()'s defaults (`generation_config`, None when it had none); None
+    for a checkpoint written before it stored a config."""
+    config = saved_model_config(checkpoint) if isinstance(checkpoint, dict) else None
+    return None if config is None else {"config": config, "generation_config": checkpoint.get("generation_config")}
+
+
+def read_saved_model(path: Path) -> dict[str, Any] | None:
+    """`saved_model` of the checkpoint file, or sharded (FSDP) checkpoint directory, at `path`: its tensors are
+    memory-mapped, not read. None when torch cannot open it this way (the loader that follows reports why)."""
+    file = path / "meta.pt" if path.is_dir() else path  # a sharded checkpoint keeps all but the tensors in meta.pt
+    try:
+        checkpoint = torch.load(file, map_location="cpu", mmap=file.is_file() and not path.is_dir(),
+                                weights_only=True)
+    except Exception:  # noqa: BLE001 - Lightning loads it next and reports its own error
+        return None
+    return saved_model(checkpoint)
+
+
+def run_tokenizer(ckpt_path: Path, named: str | None) -> str | None:
+    """The tokenizer of the run a checkpoint comes from: the one it names, unless that is a local path that is gone
+    (the run directory was moved, or copied to another node) while the run directory the checkpoint sits in
+    (RUN/checkpoints/NAME.ckpt) holds tokenizer/: then that one."""
+    if named and (Path(named).expanduser().exists() or not looks_like_local_path(named)):
+        return named
+    beside = ckpt_path.expanduser().resolve().parent.parent / "tokenizer"
+    return str(beside) if beside.is_dir() else named
 
 
 # ---------------------------------------------------------------------------------------------- random states

@@ -17,14 +17,14 @@ from typing import Annotated, Any, Literal, get_args
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import Tensor
 
 from led.errors import ConfigError, UserError
+from led.instantiate import build, receiving
 from led.metrics import compute_rouge
 from led.models.base import EncoderDecoderModel, shift_tokens_right
-from led.models.families import FAMILIES, Family, config_of_checkpoint, family_of_size
-from led.models.generation import generate
+from led.models.families import FAMILIES, Family, config_of_checkpoint, family, family_of_size
+from led.models.generation import GenerationConfig, generate
 from led.models.led.config import LEDConfig
 from led.models.pegasus_x.config import PegasusXConfig
 from led.training.checkpointing import restore_rng_states, rng_states
@@ -107,6 +107,30 @@ def model_skeleton(model: dict[str, Any]) -> EncoderDecoderModel:
         return family.model_class(config)
 
 
+def model_of_checkpoint(model: dict[str, Any], saved_config: dict[str, Any]) -> EncoderDecoderModel:
+    """The model of a checkpoint that stores its config (`saved_config`, config.json's keys), for the checkpoint's
+    weights to be loaded into: built from that config, with the `model` node's overrides and gradient checkpointing,
+    and no weights read or initialised (its tensors are allocated, not filled). A run fine-tuned from a pretrained
+    directory or Hub id resumes, evaluates and exports without it."""
+    settings = {key: value for key, value in model.items() if not key.startswith("_")}
+    try:
+        found = family(str(saved_config.get("model_type", "led")))
+    except ValueError as e:
+        raise ConfigError(f"the checkpoint's model config: {e}") from None
+    overrides = dict(settings.get("overrides") or {})
+    if settings.get("attention_window") is not None and found.model_type == "led":
+        window = settings["attention_window"]
+        overrides["attention_window"] = list(window) if isinstance(window, (list, tuple)) else window
+    _check_fields(overrides, found)
+    with torch.device("meta"):
+        built = found.model_class(found.config({**saved_config, **overrides}))
+    built.to_empty(device="cpu")
+    built.tie_weights()  # to_empty gave each place of the shared embedding a tensor of its own
+    if settings.get("gradient_checkpointing"):
+        built.gradient_checkpointing_enable()
+    return built
+
+
 def _family_of_size(size: str) -> Family:
     try:
         return family_of_size(size)
@@ -143,6 +167,10 @@ class LEDSummarizer(L.LightningModule):
         val_rouge_examples: validation examples summarised for ROUGE (0: loss only; -1: all).
         num_logged_samples: sample summaries logged at each validation.
         on_nonfinite: "stop" raises with the step and the batch's ids; "skip" drops the batch and counts it.
+        saved_model: what a checkpoint of this module stores of its model (led.training.checkpointing.saved_model:
+            its config and generation defaults), when that checkpoint is loaded next: the model is built from it
+            (`model_of_checkpoint`), not by `model`'s builder, so resuming, evaluating and exporting a fine-tuned run
+            need no pretrained files.
     """
 
     def __init__(
@@ -156,15 +184,21 @@ class LEDSummarizer(L.LightningModule):
         val_rouge_examples: int = 64,
         num_logged_samples: int = 3,
         on_nonfinite: OnNonFinite = "stop",
+        saved_model: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if on_nonfinite not in get_args(OnNonFinite):
-            raise ValueError(f"on_nonfinite={on_nonfinite!r} is not one of {', '.join(get_args(OnNonFinite))}")
+            raise ConfigError(f"module.on_nonfinite={on_nonfinite!r} is not one of {', '.join(get_args(OnNonFinite))}")
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
-        self.save_hyperparameters()
-        self.model = instantiate(model, _convert_="all")
-        self._generate = instantiate(generation, _convert_="all") if generation else partial(generate)
+            raise ConfigError(f"module.label_smoothing={label_smoothing} must be in [0, 1)")
+        self.save_hyperparameters(ignore=["saved_model"])
+        if saved_model is None:
+            self.model = build("model", model, _convert_="all")
+        else:  # its checkpoint's weights are loaded next: the pretrained ones are neither needed nor read
+            self.model = model_of_checkpoint(model, saved_model["config"])
+            if saved_model.get("generation_config") is not None:
+                self.model.generation_config = GenerationConfig.from_dict(saved_model["generation_config"])
+        self._generate = build("generation", generation, _convert_="all") if generation else partial(generate)
         self.skipped_batches = 0
         self._predictions: dict[int, str] = {}
         self._rng_states_to_restore: list[dict[str, Any]] | None = None  # from a checkpoint, see on_train_start
@@ -290,10 +324,13 @@ class LEDSummarizer(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Every rank's random states, for an exact resume (dropout); and the model's config, so `led.export`
-        # rebuilds the model without the pretrained files it started from.
+        # Every rank's random states, for an exact resume (dropout); and the model's config and generation
+        # defaults, so that resume, evaluate.py and led.export rebuild the model without the files it started from.
         checkpoint["rng_states"] = rng_states()
         checkpoint["model_config"] = self.model.config.to_dict()  # config.json's keys, model_type included
+        # generate()'s defaults from the pretrained model's generation_config.json, which validation ran with
+        generation = self.model.generation_config
+        checkpoint["generation_config"] = generation.to_dict() if generation is not None else None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_states_to_restore = checkpoint.get("rng_states")
@@ -318,12 +355,15 @@ class LEDSummarizer(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         settings = dict(self.hparams.optimizer)
-        make_optimizer = instantiate(settings, _convert_="all")
+        make_optimizer = build("optimizer", settings, _convert_="all")
         # Hydra hands lists; torch optimizers take their pairs (AdamW's betas) as tuples.
         tuples = {key: tuple(value) for key, value in make_optimizer.keywords.items() if isinstance(value, list)}
         groups = parameter_groups(self.model, float(settings.get("weight_decay", 0.0)))
-        optimizer = make_optimizer(groups, **tuples)
-        schedule = instantiate(dict(self.hparams.scheduler))(total_steps=int(self.trainer.estimated_stepping_batches))
+        with receiving("optimizer", settings):  # the optimizer checks its values only now, given the parameters
+            optimizer = make_optimizer(groups, **tuples)
+        scheduler_settings = dict(self.hparams.scheduler)
+        with receiving("scheduler", scheduler_settings):
+            schedule = build("scheduler", scheduler_settings)(total_steps=int(self.trainer.estimated_stepping_batches))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

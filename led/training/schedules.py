@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from led.errors import ConfigError
+
 Schedule = Callable[[int], float]
 
 
@@ -36,10 +38,14 @@ def _warmup_then(total_steps: int, warmup_steps: int | None, warmup_ratio: float
     """`warmup_steps` (or `warmup_ratio` x total_steps) steps rising linearly to the base lr, then
     `min_lr_ratio + (1 - min_lr_ratio) * decay(progress)`, progress going from 0 to 1 over the remaining steps."""
     if warmup_steps is not None and warmup_ratio is not None:
-        raise ValueError("set scheduler.warmup_steps or scheduler.warmup_ratio, not both")
+        raise ConfigError(f"scheduler.warmup_steps={warmup_steps} and warmup_ratio={warmup_ratio} are both given: "
+                          "set scheduler.warmup_steps or scheduler.warmup_ratio, not both (the other null)")
     warmup = int(warmup_steps if warmup_steps is not None else round((warmup_ratio or 0.0) * total_steps))
-    if warmup < 0 or not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"scheduler: warmup={warmup} must be >= 0 and min_lr_ratio={min_lr_ratio} in [0, 1]")
+    if warmup < 0:
+        given = f"warmup_steps={warmup_steps}" if warmup_steps is not None else f"warmup_ratio={warmup_ratio}"
+        raise ConfigError(f"scheduler.{given} is not valid: the warmup must be >= 0 steps")
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise ConfigError(f"scheduler.min_lr_ratio={min_lr_ratio} is not valid: it must be in [0, 1]")
     total = max(total_steps, warmup + 1)
 
     def multiplier(step: int) -> float:

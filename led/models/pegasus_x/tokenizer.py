@@ -36,7 +36,7 @@ from tokenizers.models import Unigram
 
 from led.files import write_text_atomically
 from led.models.hub import resolve_model_dir
-from led.models.tokenizer_base import TokenizerBase, train_unigram
+from led.models.tokenizer_base import TokenizerBase, read_tokenizer_file, train_unigram
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 MASK_SENT, MASK = "<mask_1>", "<mask_2>"  # gap-sentence mask, masked-word mask
@@ -76,7 +76,7 @@ class PegasusTokenizer(TokenizerBase):
         """Load `tokenizer.json` from a local directory or a Hugging Face Hub model id."""
         directory = resolve_model_dir(path_or_hub_id, [TOKENIZER_FILE], what="tokenizer", contents=TOKENIZER_FILE)
         if (directory / TOKENIZER_FILE).is_file():
-            return cls(Tokenizer.from_file(str(directory / TOKENIZER_FILE)))
+            return cls(read_tokenizer_file(directory / TOKENIZER_FILE))
         present = sorted(p.name for p in directory.iterdir())
         hint = (f"; convert {SPM_FILE} once with transformers: "
                 f"PegasusTokenizerFast.from_pretrained(DIR).save_pretrained(DIR)") if SPM_FILE in present else ""
