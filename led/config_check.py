@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import enum
 import inspect
+import logging
 import os
 import sys
 import types
@@ -30,7 +31,9 @@ from typing import Any
 
 import torch
 from hydra.utils import get_object
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 # Keys Hydra's `instantiate` reads itself; they are not arguments of the target.
 _HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
@@ -54,12 +57,18 @@ class _Receiver:
 def setting_problems(cfg: DictConfig) -> list[str]:
     """One message per setting that cannot work (empty when all can), each naming the key, the value and what
     would be valid."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        return [f"{key} has no value (it is ??? in its config file): give one, e.g. {key}=..." for key in missing]
     try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            return [f"{key} has no value (it is ??? in its config file): give one, e.g. {key}=..." for key in missing]
         plain = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve fails, with its own message, where it is used
+    except OmegaConfBaseException as error:  # an interpolation that cannot resolve: `${nope}`, a resolver's error
+        if not HydraConfig.initialized() and "HydraConfig was not set" in str(error):
+            return []  # `${hydra:...}` outside a Hydra app (a test's config): it fails, if at all, where it is used
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return [f"{error.full_key or 'a setting'} cannot be resolved ({reason}): give a value, or an interpolation "
+                "of a key that exists, e.g. ${data.max_input_length}"]
+    except Exception:  # noqa: BLE001 - a resolver that fails otherwise fails, with its own message, where it is used
         return []
     if not isinstance(plain, dict):
         return []
@@ -89,6 +98,33 @@ def unknown_key_message(config: DictConfig, full_key: str) -> str | None:
     return next((problem for problem in _check_targets(plain, "") if problem.startswith(prefix)), None)
 
 
+def _locate(target: str) -> Any:
+    """`hydra.utils.get_object(target)` without the error it logs for a target that is not there: the config check
+    says that in its one line."""
+    hydra_log = logging.getLogger("hydra.utils")
+    level = hydra_log.level
+    hydra_log.setLevel(logging.CRITICAL)
+    try:
+        return get_object(target)
+    finally:
+        hydra_log.setLevel(level)
+
+
+def _unimportable(target: str, path: str) -> str:
+    """`optimizer._target_=torch.optim.AdamX cannot be imported: torch.optim has no AdamX; did you mean AdamW?`"""
+    module_name, _, name = target.rpartition(".")
+    where = _join(path, "_target_")
+    try:
+        module = _locate(module_name) if module_name else None
+    except Exception:  # noqa: BLE001 - the module part is not there either
+        module = None
+    if module is None:
+        return f"{where}={target} cannot be imported: there is no module {module_name or target!r}"
+    close = difflib.get_close_matches(name, [n for n in dir(module) if not n.startswith("_")], n=1, cutoff=0.6)
+    hint = f"; did you mean {module_name}.{close[0]}?" if close else ""
+    return f"{where}={target} cannot be imported: {module_name} has no {name}{hint}"
+
+
 def _check_targets(node: Any, path: str) -> list[str]:
     """Every `_target_` node under `node`, checked against its target's parameters."""
     problems: list[str] = []
@@ -96,8 +132,12 @@ def _check_targets(node: Any, path: str) -> list[str]:
         target = node.get("_target_")
         if isinstance(target, str):
             try:
-                receiver = _receiver(get_object(target), target, given=node, partial=node.get("_partial_") is True)
-            except Exception:  # noqa: BLE001 - Hydra reports a target it cannot import when it instantiates it
+                found = _locate(target)
+            except Exception:  # noqa: BLE001 - whatever importing it raised: the target is not there
+                return [_unimportable(target, path)]
+            try:
+                receiver = _receiver(found, target, given=node, partial=node.get("_partial_") is True)
+            except Exception:  # noqa: BLE001 - a receiver without a signature: nothing to check against
                 receiver = None
             if receiver is not None:
                 problems += _check_node(node, receiver, path)

@@ -153,6 +153,16 @@ GROUP_CASES = [
     ("generation", ["generation.num_beams=0"], "generation.num_beams=0 is invalid: it must be an integer >= 1"),
     ("generation", ["+generation.num_return_sequences=3"],
      "generation.num_return_sequences=3 is larger than num_beams=1: return at most num_beams sequences"),
+    # A target that is not there (Hydra's "Error locating target" wrapper, before) and an interpolation that cannot
+    # resolve (omegaconf's traceback, before).
+    ("optimizer", ["optimizer._target_=torch.optim.AdamX"],
+     "optimizer._target_=torch.optim.AdamX cannot be imported: torch.optim has no AdamX; did you mean "
+     "torch.optim.Adam?"),
+    ("callbacks", ["callbacks.samples._target_=led.training.callbacks.LogSample"],
+     "callbacks.samples._target_=led.training.callbacks.LogSample cannot be imported: led.training.callbacks has no "
+     "LogSample; did you mean led.training.callbacks.LogSamples?"),
+    ("trainer", ["trainer.max_steps=${{nope}}"],  # {{ }}: the overrides go through str.format
+     "trainer.max_steps cannot be resolved (Interpolation key 'nope' not found)"),
 ]
 
 
