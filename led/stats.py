@@ -65,7 +65,10 @@ def length_stats(cfg: Any, split: str, output_dir: Path) -> dict[str, Any]:
     from led.instantiate import build
     from led.training.module import model_skeleton
 
-    datamodule = build("data", cfg.data, tokenizer_dir=str(output_dir / "tokenizer"), _convert_="all")
+    # A tokenizer is trained into output_dir only for a model that has none (the data then names no tokenizer).
+    trains = not cfg.data.get("tokenizer")
+    datamodule = build("data", cfg.data, tokenizer_dir=str(output_dir / "tokenizer") if trains else None,
+                       _convert_="all")
     # The model's family (its tokenizer), padding multiple and limits, from its config alone (no weights).
     datamodule.match_model(model_skeleton(OmegaConf.to_container(cfg.model, resolve=True)))
     multiple = datamodule.pad_to_multiple_of
