@@ -62,6 +62,13 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("synthetic")
 
 
+def test_logger_none_trains_with_the_default_callbacks(tmp_path: Path, corpus: Path) -> None:
+    """The default callbacks hold a learning-rate monitor, which Lightning refuses without a logger: it is left out."""
+    cfg = make_config(tmp_path, f"data.synthetic.dir={corpus}", *TINY_CORPUS, *TINY_MODEL, *FEW_STEPS, "logger=none")
+    assert train(cfg)["global_step"] == 3
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file() and not (tmp_path / "run" / "csv").exists()
+
+
 def test_default_run_writes_metrics_checkpoints_and_config(tmp_path: Path, corpus: Path) -> None:
     cfg = make_config(tmp_path, f"data.synthetic.dir={corpus}", *TINY_CORPUS, *TINY_MODEL, *FEW_STEPS)
     metrics = train(cfg)
