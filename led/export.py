@@ -105,7 +105,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     else:
         problem = checkpoint_problem(path)
         if problem is not None:
-            raise ExportError(corrupt_checkpoint_message(path, problem))
+            raise ExportError(corrupt_checkpoint_message(path, problem, resuming=False))
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:  # noqa: BLE001 - whatever torch raises, say which file and what is valid

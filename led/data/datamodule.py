@@ -72,7 +72,7 @@ from led.data.checks import (
 )
 from led.data.sources import CACHE_FORMAT, SPLIT_STATS, RawSource, tokenize_split
 from led.data.synthetic import ensure_corpus, write_corpus
-from led.errors import first_line
+from led.errors import UserError, first_line
 from led.files import write_directory_atomically
 from led.models.families import FAMILIES, family, load_tokenizer, tokenizer_family
 from led.models.tokenizer_base import TokenizerBase
@@ -210,7 +210,9 @@ class SummarizationDataModule(L.LightningDataModule):
                 self._copy_tokenizer(self._tokenizer_copy_from)
             try:
                 tokenizer = load_tokenizer(self.tokenizer_path, self.model_type)
-            except ValueError as e:  # another family's tokenizer, or a file that is none
+            except UserError:  # a file that cannot be read: its message names it
+                raise
+            except ValueError as e:  # another family's tokenizer, or a directory that holds none
                 raise DataError(f"tokenizer={self.tokenizer_path}: {e}") from None
             check_vocab(tokenizer.vocab_size, self.model_vocab_size, self.tokenizer_path)
             self._tokenizer = tokenizer
@@ -399,7 +401,9 @@ class SummarizationDataModule(L.LightningDataModule):
         if tokenizer_family(out_dir) is None:
             try:
                 tokenizer = load_tokenizer(source, self.model_type)
-            except ValueError as e:  # another family's tokenizer, or a file that is none
+            except UserError:  # a file that cannot be read: its message names it
+                raise
+            except ValueError as e:  # another family's tokenizer, or a directory that holds none
                 raise DataError(f"tokenizer={source}: {e}") from None
             check_vocab(tokenizer.vocab_size, self.model_vocab_size, source)  # a refused run leaves no copy
             write_directory_atomically(out_dir, tokenizer.save_pretrained, keep_existing=True)

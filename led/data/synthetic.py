@@ -160,7 +160,7 @@ def generate_split(name: str, count: int, seed: int, **report_kwargs: float) -> 
 
 def write_corpus(dir: str | Path, train: int = 1200, validation: int = 100, test: int = 100,
                  seed: int = 0, min_sentences: int = 50, max_sentences: int = 100, min_facts: int = 8,
-                 max_facts: int = 8, distractor_rate: float = 0.08, short_train: int = 10000,
+                 max_facts: int = 8, distractor_rate: float = 0.08, short_train: int = 7200,
                  short_min_sentences: int = 8, short_max_sentences: int = 16) -> dict[str, Path]:
     """Write `{train,validation,test}.jsonl` under `dir`; returns the paths by split name.
 
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-facts", type=int, default=8)
     parser.add_argument("--max-facts", type=int, default=8)
     parser.add_argument("--distractor-rate", type=float, default=0.08)
-    parser.add_argument("--short-train", type=int, default=10000, help="short training reports (curriculum)")
+    parser.add_argument("--short-train", type=int, default=7200, help="short training reports (curriculum)")
     parser.add_argument("--short-min-sentences", type=int, default=8)
     parser.add_argument("--short-max-sentences", type=int, default=16)
     args = parser.parse_args(argv)

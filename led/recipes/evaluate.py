@@ -313,7 +313,7 @@ def load_model(ckpt_path: str) -> LoadedModel:
 
         problem = checkpoint_problem(path)  # one line naming the damage, not what torch.load makes of it
         if problem is not None:
-            raise EvaluationError(corrupt_checkpoint_message(path, problem))
+            raise EvaluationError(corrupt_checkpoint_message(path, problem, resuming=False))
         return _load_lightning_checkpoint(path)
     # Hub ids never end in .ckpt: a missing Lightning checkpoint is not looked up on the Hub.
     if not path.is_dir() and (looks_like_local_path(ckpt_path) or path.suffix == ".ckpt"):

@@ -83,9 +83,14 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
-def corrupt_checkpoint_message(path: Path, problem: str) -> str:
+def corrupt_checkpoint_message(path: Path, problem: str, resuming: bool = True) -> str:
+    """One line for a damaged checkpoint, naming the others beside it; `resuming`: the advice of a resumed run
+    (start over with ckpt_path=null), else that of a tool reading it (give another)."""
     others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path) if path.parent.is_dir() else []
     earlier = f" (others in {path.parent}: {', '.join(others)})" if others else ""
+    if not resuming:
+        return (f"checkpoint {path} is corrupt or truncated ({problem}); give another checkpoint written by "
+                f"train.py{earlier} with ckpt_path=PATH")
     return (f"checkpoint {path} is corrupt or truncated ({problem}); resume from an earlier checkpoint"
             f"{earlier} with ckpt_path=PATH, or start over with ckpt_path=null")
 
