@@ -30,10 +30,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from hydra.utils import get_object
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from led.errors import first_line
 
 # Keys Hydra's `instantiate` reads itself; they are not arguments of the target.
 _HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
@@ -65,9 +67,8 @@ def setting_problems(cfg: DictConfig) -> list[str]:
     except OmegaConfBaseException as error:  # an interpolation that cannot resolve: `${nope}`, a resolver's error
         if not HydraConfig.initialized() and "HydraConfig was not set" in str(error):
             return []  # `${hydra:...}` outside a Hydra app (a test's config): it fails, if at all, where it is used
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return [f"{error.full_key or 'a setting'} cannot be resolved ({reason}): give a value, or an interpolation "
-                "of a key that exists, e.g. ${data.max_input_length}"]
+        return [f"{error.full_key or 'a setting'} cannot be resolved ({first_line(error)}): give a value, or an "
+                "interpolation of a key that exists, e.g. ${data.max_input_length}"]
     except Exception:  # noqa: BLE001 - a resolver that fails otherwise fails, with its own message, where it is used
         return []
     if not isinstance(plain, dict):

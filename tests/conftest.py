@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,6 +40,19 @@ def make_pair(name: str, seed: int = 0, **overrides):
     result = ours.load_state_dict(hf.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     return ours, hf
+
+
+def save_tiny_led(directory: Path, tokenizer_dir: str | Path, vocab_size: int) -> Path:
+    """A random 1+1-layer LED (d_model 16, window 8, 64 encoder positions) with the tokenizer in `tokenizer_dir`,
+    saved in Hugging Face format to `directory`: a model directory for model.pretrained= and evaluate.py ckpt_path=."""
+    from led.models.tokenizer import LEDTokenizer
+
+    config = LEDConfig(vocab_size=vocab_size, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                       decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, attention_window=8,
+                       max_encoder_position_embeddings=64, max_decoder_position_embeddings=16)
+    LEDForConditionalGeneration(config).save_pretrained(directory)
+    LEDTokenizer.from_pretrained(tokenizer_dir).save_pretrained(directory)
+    return directory
 
 
 def perturb_vectors(module: torch.nn.Module) -> None:

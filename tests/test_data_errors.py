@@ -10,6 +10,7 @@ from typing import Any
 import datasets
 import huggingface_hub.constants
 import pytest
+from conftest import save_tiny_led
 
 from led.data.datamodule import SummarizationDataModule
 from led.errors import DataError
@@ -327,15 +328,7 @@ def write_case(file: Path, content: Any, predictions: bool) -> None:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: str) -> str:
     """A tiny Hugging Face-format model with the test tokenizer, for evaluate.py's ckpt_path."""
-    from led import LEDConfig, LEDForConditionalGeneration
-
-    directory = tmp_path_factory.mktemp("model")
-    config = LEDConfig(vocab_size=300, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                       decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, attention_window=8,
-                       max_encoder_position_embeddings=64, max_decoder_position_embeddings=16)
-    LEDForConditionalGeneration(config).save_pretrained(directory)
-    LEDTokenizer.from_pretrained(tokenizer_dir).save_pretrained(directory)
-    return str(directory)
+    return str(save_tiny_led(tmp_path_factory.mktemp("model"), tokenizer_dir, vocab_size=300))
 
 
 def path_error(path: str, file: Path, tmp_path: Path, tokenizer_dir: str, model_dir: str, strict: bool,

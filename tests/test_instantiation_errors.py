@@ -15,15 +15,14 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import save_tiny_led
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from test_config_errors import ENV, corpus, run_train_py, tiny, tokenizer_dir  # noqa: F401 - two are fixtures
 from test_training import ROOT, make_config
 
 from led.entry import run_job
-from led.errors import ConfigError
 from led.instantiate import build, receiving, refusal
-from led.models.tokenizer import LEDTokenizer
 from led.recipes.evaluate import evaluate
 from led.recipes.train import train
 
@@ -38,15 +37,7 @@ def one_thread() -> None:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
     """A tiny Hugging Face-format LED with the test tokenizer (model.pretrained=, evaluate.py ckpt_path=)."""
-    from led import LEDConfig, LEDForConditionalGeneration
-
-    directory = tmp_path_factory.mktemp("model")
-    config = LEDConfig(vocab_size=400, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                       decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, attention_window=8,
-                       max_encoder_position_embeddings=64, max_decoder_position_embeddings=16)
-    LEDForConditionalGeneration(config).save_pretrained(directory)
-    LEDTokenizer.from_pretrained(tokenizer_dir).save_pretrained(directory)
-    return directory
+    return save_tiny_led(tmp_path_factory.mktemp("model"), tokenizer_dir, vocab_size=400)
 
 
 def one_error_line(stderr: str, prefix: str) -> str:

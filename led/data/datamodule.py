@@ -208,14 +208,7 @@ class SummarizationDataModule(L.LightningDataModule):
                 self._train_tokenizer(*self._tokenizer_training)
             if self._tokenizer_copy_from is not None:
                 self._copy_tokenizer(self._tokenizer_copy_from)
-            try:
-                tokenizer = load_tokenizer(self.tokenizer_path, self.model_type)
-            except UserError:  # a file that cannot be read: its message names it
-                raise
-            except ValueError as e:  # another family's tokenizer, or a directory that holds none
-                raise DataError(f"tokenizer={self.tokenizer_path}: {e}") from None
-            check_vocab(tokenizer.vocab_size, self.model_vocab_size, self.tokenizer_path)
-            self._tokenizer = tokenizer
+            self._tokenizer = self._load_tokenizer(self.tokenizer_path)
         return self._tokenizer
 
     @property
@@ -394,18 +387,23 @@ class SummarizationDataModule(L.LightningDataModule):
                      trained_for.name, limit, self.source.describe("train"), out_dir)
         self._tokenizer_training = None
 
+    def _load_tokenizer(self, path: str) -> TokenizerBase:
+        """The tokenizer at `path`, of the model's family, its vocabulary checked against the embeddings."""
+        try:
+            tokenizer = load_tokenizer(path, self.model_type)
+        except UserError:  # a file that cannot be read: its message names it
+            raise
+        except ValueError as e:  # another family's tokenizer, or a directory that holds none
+            raise DataError(f"tokenizer={path}: {e}") from None
+        check_vocab(tokenizer.vocab_size, self.model_vocab_size, path)
+        return tokenizer
+
     def _copy_tokenizer(self, source: str) -> None:
-        """The tokenizer at `source` (of the model's family, checked as when it is used directly) saved in
+        """The tokenizer at `source` (checked as when it is used directly, so a refused run leaves no copy) saved in
         `tokenizer_path`, the run's tokenizer/; one saved there already is kept (a resumed run needs no source)."""
         out_dir = Path(self.tokenizer_path)
         if tokenizer_family(out_dir) is None:
-            try:
-                tokenizer = load_tokenizer(source, self.model_type)
-            except UserError:  # a file that cannot be read: its message names it
-                raise
-            except ValueError as e:  # another family's tokenizer, or a directory that holds none
-                raise DataError(f"tokenizer={source}: {e}") from None
-            check_vocab(tokenizer.vocab_size, self.model_vocab_size, source)  # a refused run leaves no copy
+            tokenizer = self._load_tokenizer(source)
             write_directory_atomically(out_dir, tokenizer.save_pretrained, keep_existing=True)
             log.info("copied the tokenizer of %s into %s: the run's checkpoints name this copy", source, out_dir)
         self._tokenizer_copy_from = None

@@ -145,8 +145,7 @@ def read_saved_model(path: Path) -> dict[str, Any] | None:
     memory-mapped, not read. None when torch cannot open it this way (the loader that follows reports why)."""
     file = path / "meta.pt" if path.is_dir() else path  # a sharded checkpoint keeps all but the tensors in meta.pt
     try:
-        checkpoint = torch.load(file, map_location="cpu", mmap=file.is_file() and not path.is_dir(),
-                                weights_only=True)
+        checkpoint = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
     except Exception:  # noqa: BLE001 - Lightning loads it next and reports its own error
         return None
     return saved_model(checkpoint)

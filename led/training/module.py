@@ -80,16 +80,9 @@ def model_config(size: str = "tiny", pretrained: str | None = None,
                  overrides: dict[str, Any] | None = None) -> tuple[Family, Any]:
     """The family and config `build_model` builds with these arguments, without any weights: a pretrained model's
     from its config.json alone."""
-    overrides = dict(overrides or {})
     saved = config_of_checkpoint(pretrained) if pretrained else None
     family = _family_of_size(size) if saved is None else FAMILIES[saved.model_type]
-    if attention_window is not None:
-        if family.model_type != "led":
-            raise ConfigError(f"model.attention_window={attention_window} is LED's sliding window; {family.name} "
-                              f"attends within blocks instead: set model.overrides.block_size")
-        overrides["attention_window"] = list(attention_window) if isinstance(attention_window, (list, tuple)) \
-            else attention_window
-    _check_fields(overrides, family)
+    overrides = _node_overrides(family, attention_window, overrides)
     if saved is not None:
         return family, family.config({**saved.to_dict(), **overrides}) if overrides else saved
     if vocab_size is not None:
@@ -117,11 +110,7 @@ def model_of_checkpoint(model: dict[str, Any], saved_config: dict[str, Any]) -> 
         found = family(str(saved_config.get("model_type", "led")))
     except ValueError as e:
         raise ConfigError(f"the checkpoint's model config: {e}") from None
-    overrides = dict(settings.get("overrides") or {})
-    if settings.get("attention_window") is not None and found.model_type == "led":
-        window = settings["attention_window"]
-        overrides["attention_window"] = list(window) if isinstance(window, (list, tuple)) else window
-    _check_fields(overrides, found)
+    overrides = _node_overrides(found, settings.get("attention_window"), settings.get("overrides"))
     with torch.device("meta"):
         built = found.model_class(found.config({**saved_config, **overrides}))
     built.to_empty(device="cpu")
@@ -129,6 +118,21 @@ def model_of_checkpoint(model: dict[str, Any], saved_config: dict[str, Any]) -> 
     if settings.get("gradient_checkpointing"):
         built.gradient_checkpointing_enable()
     return built
+
+
+def _node_overrides(family: Family, attention_window: int | list[int] | None,
+                    overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The config fields a model node changes: its `overrides` and LED's `attention_window`, each checked against
+    the family's config."""
+    overrides = dict(overrides or {})
+    if attention_window is not None:
+        if family.model_type != "led":
+            raise ConfigError(f"model.attention_window={attention_window} is LED's sliding window; {family.name} "
+                              f"attends within blocks instead: set model.overrides.block_size")
+        overrides["attention_window"] = list(attention_window) if isinstance(attention_window, (list, tuple)) \
+            else attention_window
+    _check_fields(overrides, family)
+    return overrides
 
 
 def _family_of_size(size: str) -> Family:
